@@ -1,0 +1,1 @@
+"""Task configs (MONAI Label ``TaskConfig``) registered by the app."""

@@ -1,0 +1,33 @@
+"""Task config for ``sam3d``, the interactive 3D SAM."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from monailabel.interfaces.config import TaskConfig
+from monailabel.interfaces.tasks.infer_v2 import InferTask
+from monailabel.interfaces.tasks.train import TrainTask
+
+from lib.engine.runtime import Runtime
+from lib.infers.sam3d import Sam3DInfer
+
+
+class Sam3DConfig(TaskConfig):
+    """Registers the interactive ``sam3d`` infer on the app's shared :class:`Runtime` (passed as ``runtime``)."""
+
+    def init(self, name: str, model_dir: str, conf: dict[str, str], planner: Any, **kwargs: Any) -> None:
+        super().init(name, model_dir, conf, planner, **kwargs)
+        self.runtime: Runtime = kwargs["runtime"]
+        self.labels = kwargs["labels"]
+
+    def infer(self) -> InferTask | dict[str, InferTask]:
+        models = self.runtime.models
+        return Sam3DInfer(
+            predictor=self.runtime.predictor,
+            volumes=self.runtime.volumes,
+            labels=self.labels,
+            model_files=lambda: [str(p) for p in models.files()],
+        )
+
+    def trainer(self) -> TrainTask | None:
+        return None

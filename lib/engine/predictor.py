@@ -1,0 +1,178 @@
+"""Interactive 3D SAM prediction on model-space volumes: crop placement, cached embeddings, border following."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from lib.cache import BoundedCache
+from lib.engine.model_store import ModelStore
+from lib.model import Sam3D
+from lib.prompts.geometry import (
+    Crop,
+    apply_affine,
+    original_to_volume,
+    place_crop,
+    resample_logits_to_original,
+    sample_crop,
+)
+from lib.transforms.preprocess import ModelVolume
+
+logger = logging.getLogger(__name__)
+
+OUTSIDE_LOGIT = -20.0
+
+
+@dataclass(frozen=True)
+class CropLogits:
+    """Low-resolution mask logits (1, 1, r, r, r) predicted inside ``crop``."""
+
+    crop: Crop
+    logits: torch.Tensor
+
+
+@dataclass
+class Segmentation:
+    """One interactive prediction: a coarse pass when the object outgrew the crop, then the fine pass."""
+
+    passes: list[CropLogits]
+    model_version: str
+    embedding_hits: list[bool] = field(default_factory=list)
+
+    @property
+    def fine(self) -> CropLogits:
+        return self.passes[-1]
+
+    def pass_at(self, crop: Crop) -> torch.Tensor | None:
+        return next((p.logits for p in self.passes if p.crop == crop), None)
+
+
+def touches_open_border(logits: torch.Tensor, crop: Crop, volume_shape: tuple[int, ...]) -> bool:
+    """True when the mask reaches a crop face behind which the volume continues."""
+    mask = logits[0, 0] > 0
+    low, high = crop.extent()
+    for axis in range(3):
+        first = mask.select(axis, 0).any()
+        last = mask.select(axis, mask.shape[axis] - 1).any()
+        if (first and low[axis] > 0.0) or (last and high[axis] < volume_shape[axis] - 1.0):
+            return True
+    return False
+
+
+class InteractivePredictor:
+    """Runs click-prompted segmentation, caching image embeddings per (image, crop, model version)."""
+
+    def __init__(self, models: ModelStore, embedding_cache_bytes: int = 1 << 30, max_zoom: float = 3.0):
+        self.models = models
+        self.embeddings = BoundedCache(embedding_cache_bytes)
+        self.max_zoom = max_zoom
+        self._version: str | None = None
+
+    def model(self) -> tuple[Sam3D, str]:
+        """The current network; embeddings made by earlier weights are dropped when the weights change."""
+        model, version = self.models.get()
+        if version != self._version:
+            dropped = self.embeddings.discard(lambda key: key[2] != version)
+            if self._version is not None:
+                logger.info("Model changed to %s; dropped %d cached embeddings", version, dropped)
+            self._version = version
+        return model, version
+
+    def embedding(self, model: Sam3D, version: str, volume: ModelVolume, crop: Crop) -> tuple[torch.Tensor, bool]:
+        """The image embedding of ``crop``, computed once per model version."""
+
+        def encode() -> torch.Tensor:
+            device = next(model.parameters()).device
+            image = sample_crop(volume.image, crop)[None].to(device)
+            with torch.no_grad():
+                return model.encode(image)
+
+        return self.embeddings.get_or_compute((volume.source, crop, version), encode)
+
+    def decode(
+        self,
+        model: Sam3D,
+        embedding: torch.Tensor,
+        crop: Crop,
+        foreground: np.ndarray,
+        background: np.ndarray,
+        previous: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Mask logits for clicks given in model-space volume voxels."""
+        points = np.concatenate([foreground, background]).reshape(-1, 3)
+        labels = np.concatenate([np.ones(len(foreground)), np.zeros(len(background))])
+        device = embedding.device
+        coords = torch.as_tensor(apply_affine(crop.volume_to_crop, points), dtype=torch.float32, device=device)
+        with torch.no_grad():
+            logits, _ = model.decode(
+                embedding,
+                points=coords[None],
+                labels=torch.as_tensor(labels, dtype=torch.int64, device=device)[None],
+                mask_logits=None if previous is None else previous.to(device),
+            )
+        return logits.cpu()
+
+    def fine_crop(self, volume: ModelVolume, foreground: np.ndarray, roi_center: np.ndarray | None,
+                  previous_crop: Crop | None) -> Crop:
+        """Keep the previous crop while every foreground click stays well inside it; otherwise centre a new one."""
+        size = self.model()[0].img_size
+        if previous_crop is not None and previous_crop.zoom == 1.0 and previous_crop.contains(foreground, margin=4.0):
+            return previous_crop
+        center = roi_center if roi_center is not None else foreground.mean(axis=0)
+        return place_crop(center, tuple(volume.image.shape[1:]), size=size)
+
+    def coarse_crop(self, volume: ModelVolume, fine: Crop) -> Crop | None:
+        """A zoomed-out crop covering the whole volume (up to ``max_zoom``), or None if the fine crop already does."""
+        shape = np.asarray(volume.image.shape[1:])
+        zoom = min(max(1.5, float(np.ceil(2.0 * shape.max() / fine.size) / 2.0)), self.max_zoom)
+        if fine.size >= shape.max():
+            return None
+        center = np.asarray(fine.origin) + (fine.size - 1) / 2.0
+        return place_crop(center, tuple(shape), size=fine.size, zoom=zoom)
+
+    def segment(
+        self,
+        volume: ModelVolume,
+        foreground: np.ndarray,
+        background: np.ndarray,
+        previous: Segmentation | None = None,
+        previous_fine_logits: torch.Tensor | None = None,
+        roi_center: np.ndarray | None = None,
+        follow_border: bool = True,
+    ) -> Segmentation:
+        """Predict the object marked by clicks (model-space voxel coordinates).
+
+        ``previous`` (the last prediction for the same object) feeds its logits back as the mask prompt, as SAM-Med3D
+        does between clicks. When the fine mask reaches an open crop face, a coarser pass over the whole volume
+        supplies the mask outside the fine crop.
+        """
+        model, version = self.model()
+        if previous is not None and previous.model_version != version:
+            previous = None
+        fine = self.fine_crop(volume, foreground, roi_center, previous.fine.crop if previous else None)
+        prior = previous.pass_at(fine) if previous else previous_fine_logits
+        embedding, hit = self.embedding(model, version, volume, fine)
+        logits = self.decode(model, embedding, fine, foreground, background, prior)
+        passes, hits = [CropLogits(fine, logits)], [hit]
+        if follow_border and touches_open_border(logits, fine, tuple(volume.image.shape[1:])):
+            coarse = self.coarse_crop(volume, fine)
+            if coarse is not None:
+                logger.info("Object reaches the crop border; adding a coarse pass at zoom %.1f", coarse.zoom)
+                coarse_embedding, coarse_hit = self.embedding(model, version, volume, coarse)
+                coarse_prior = previous.pass_at(coarse) if previous else None
+                coarse_logits = self.decode(model, coarse_embedding, coarse, foreground, background, coarse_prior)
+                passes.insert(0, CropLogits(coarse, coarse_logits))
+                hits.insert(0, coarse_hit)
+        return Segmentation(passes=passes, model_version=version, embedding_hits=hits)
+
+    @staticmethod
+    def to_original_logits(volume: ModelVolume, segmentation: Segmentation) -> torch.Tensor:
+        """Logits on the stored image's grid: coarse pass first, the fine pass overwriting where it reaches."""
+        out = torch.full(volume.original_shape, OUTSIDE_LOGIT, dtype=torch.float32)
+        orig_to_vol = original_to_volume(volume.original_affine, volume.affine)
+        for p in segmentation.passes:
+            resample_logits_to_original(p.logits, p.crop, orig_to_vol, volume.original_shape, out)
+        return out

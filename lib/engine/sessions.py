@@ -1,0 +1,46 @@
+"""Per-object interactive state: the clicks so far and the prediction they produced."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+import numpy as np
+
+from lib.cache import BoundedCache
+from lib.engine.predictor import Segmentation
+
+
+@dataclass(frozen=True)
+class ObjectState:
+    foreground: np.ndarray
+    background: np.ndarray
+    segmentation: Segmentation
+
+    @property
+    def nbytes(self) -> int:
+        return sum(p.logits.element_size() * p.logits.nelement() for p in self.segmentation.passes)
+
+
+def _extends(previous: np.ndarray, current: np.ndarray) -> bool:
+    return len(previous) <= len(current) and np.array_equal(previous, current[: len(previous)])
+
+
+class ObjectSessions:
+    """Remembers the last prediction per (image, object) so follow-up clicks refine it.
+
+    Clients resend every click so far (3D Slicer and OHIF do); a request whose clicks extend the stored ones
+    continues that object, anything else starts afresh.
+    """
+
+    def __init__(self, max_bytes: int = 256 << 20):
+        self._states = BoundedCache(max_bytes)
+
+    def previous(self, key: Hashable, foreground: np.ndarray, background: np.ndarray) -> Segmentation | None:
+        state: ObjectState | None = self._states.get(key)
+        if state and _extends(state.foreground, foreground) and _extends(state.background, background):
+            return state.segmentation
+        return None
+
+    def store(self, key: Hashable, foreground: np.ndarray, background: np.ndarray, seg: Segmentation) -> None:
+        self._states.put(key, ObjectState(foreground.copy(), background.copy(), seg))

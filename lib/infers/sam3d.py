@@ -1,0 +1,150 @@
+"""``sam3d``: interactive 3D SAM segmentation from foreground/background clicks (MONAI Label DeepGrow task)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.transforms import LoadImage
+from monailabel.interfaces.tasks.infer_v2 import InferType
+from monailabel.tasks.infer.basic_infer import BasicInferTask
+
+from lib.engine.predictor import InteractivePredictor
+from lib.engine.sessions import ObjectSessions
+from lib.errors import InvalidRequest, UnreadableImage
+from lib.prompts.clicks import check_inside, parse_points, parse_roi
+from lib.prompts.geometry import apply_affine, mask_to_crop_logits, original_to_volume
+from lib.transforms.preprocess import LoadModelVolumed, ModelVolume, VolumeCache
+
+logger = logging.getLogger(__name__)
+
+
+class Sam3DInfer(BasicInferTask):
+    """Click-prompted 3D SAM.
+
+    Request parameters (as 3D Slicer and OHIF send them):
+
+    - ``foreground`` / ``background``: ``[[i, j, k], ...]`` voxel indices of the stored image;
+    - ``label``: name of the object being segmented (clicks on the same image and label refine one object);
+    - ``roi`` (optional): ``[[i0, i1], [j0, j1], [k0, k1]]``, centres the crop and bounds the result;
+    - an uploaded label file (optional, with the object name in ``label_name``): previous mask to refine.
+
+    Returns a binary mask (1 = object) with the stored image's shape and affine.
+    """
+
+    def __init__(
+        self,
+        predictor: InteractivePredictor,
+        volumes: VolumeCache,
+        labels: dict[str, int],
+        model_files: Callable[[], Sequence[str]],
+        description: str = "Interactive 3D SAM: click inside (foreground) and outside (background) an object",
+        sessions: ObjectSessions | None = None,
+    ):
+        super().__init__(
+            path=None,
+            network=None,
+            type=InferType.DEEPGROW,
+            labels=labels,
+            dimension=3,
+            description=description,
+            config={"cache_transforms": False},
+        )
+        self.predictor = predictor
+        self.volumes = volumes
+        self.sessions = sessions or ObjectSessions()
+        self._model_files = model_files
+
+    def info(self) -> dict[str, Any]:
+        info = super().info()
+        info["model_version"] = self.predictor.models.current_version()
+        return info
+
+    def is_valid(self) -> bool:
+        return all(os.path.exists(p) for p in self._model_files())
+
+    def pre_transforms(self, data=None) -> Sequence[Callable]:
+        return [LoadModelVolumed(self.volumes)]
+
+    def post_transforms(self, data=None) -> Sequence[Callable]:
+        return []
+
+    def run_inferer(self, data: dict[str, Any], convert_to_batch: bool = True, device: str = "cuda") -> dict:
+        volume: ModelVolume = data["volume"]
+        shape = volume.original_shape
+        foreground = parse_points(data.get("foreground"), "foreground")
+        background = parse_points(data.get("background"), "background")
+        check_inside(foreground, shape, "foreground")
+        check_inside(background, shape, "background")
+        roi = parse_roi(data.get("roi"), shape)
+        previous_mask = self._previous_mask(data, shape)
+        if len(foreground) == 0 and previous_mask is None:
+            raise InvalidRequest("At least one 'foreground' click (or a previous mask to refine) is required")
+
+        orig_to_vol = original_to_volume(volume.original_affine, volume.affine)
+        fg_vol = apply_affine(orig_to_vol, foreground)
+        bg_vol = apply_affine(orig_to_vol, background)
+        roi_center = apply_affine(orig_to_vol, roi.mean(axis=1)[None])[0] if roi is not None else None
+        if len(fg_vol) == 0:
+            fg_vol_for_crop = apply_affine(orig_to_vol, np.argwhere(previous_mask.numpy()).mean(axis=0)[None])
+        else:
+            fg_vol_for_crop = fg_vol
+
+        object_key = (volume.source, str(data.get("label_name") or data.get("label") or ""), data.get("client_id"))
+        previous = None if previous_mask is not None else self.sessions.previous(object_key, foreground, background)
+        previous_fine_logits = None
+        if previous_mask is not None:
+            crop = self.predictor.fine_crop(volume, fg_vol_for_crop, roi_center, None)
+            resolution = self.predictor.model()[0].img_size // 4
+            previous_fine_logits = mask_to_crop_logits(previous_mask, crop, orig_to_vol, resolution)
+
+        start = time.perf_counter()
+        segmentation = self.predictor.segment(
+            volume,
+            fg_vol if len(fg_vol) else np.zeros((0, 3)),
+            bg_vol,
+            previous=previous,
+            previous_fine_logits=previous_fine_logits,
+            roi_center=roi_center if len(fg_vol) else fg_vol_for_crop[0],
+        )
+        model_ms = (time.perf_counter() - start) * 1000
+        self.sessions.store(object_key, foreground, background, segmentation)
+
+        logits = self.predictor.to_original_logits(volume, segmentation)
+        mask = (logits > 0).to(torch.uint8)
+        if roi is not None:
+            bounded = torch.zeros_like(mask)
+            (i0, i1), (j0, j1), (k0, k1) = roi.astype(int)
+            bounded[i0 : i1 + 1, j0 : j1 + 1, k0 : k1 + 1] = mask[i0 : i1 + 1, j0 : j1 + 1, k0 : k1 + 1]
+            mask = bounded
+
+        data[self.output_label_key] = MetaTensor(mask, affine=torch.as_tensor(volume.original_affine))
+        data[self.output_json_key] = {
+            "model_version": segmentation.model_version,
+            "embedding_cached": segmentation.embedding_hits,
+            "crops": [{"origin": list(p.crop.origin), "zoom": p.crop.zoom} for p in segmentation.passes],
+            "model_ms": round(model_ms, 1),
+            "voxels": int(mask.sum()),
+        }
+        return data
+
+    @staticmethod
+    def _previous_mask(data: dict[str, Any], shape: tuple[int, ...]) -> torch.Tensor | None:
+        """An uploaded previous label (MONAI Label puts its temporary path under ``label``), if any."""
+        path = data.get("label")
+        if not isinstance(path, str) or not os.path.isfile(path):
+            return None
+        try:
+            mask = LoadImage(image_only=True)(path)
+        except Exception as e:
+            raise UnreadableImage(f"Cannot read the uploaded previous label: {e}") from e
+        mask = torch.as_tensor(np.asarray(mask)).squeeze()
+        if tuple(mask.shape) != tuple(shape):
+            raise InvalidRequest(f"Previous label shape {list(mask.shape)} does not match the image {list(shape)}")
+        return mask > 0

@@ -1,0 +1,1 @@
+"""Prompt handling: click parsing, coordinate mapping, crop placement and click simulation."""

@@ -1,0 +1,162 @@
+"""Coordinate mapping between the original image grid, the model-space volume and a model crop.
+
+Three grids take part in every request:
+
+- the original image as stored in the datastore (voxel ``ijk``, affine ``A_orig``), in which clients send clicks;
+- the model-space volume: the image reoriented to RAS and resampled to the model spacing (affine ``A_vol``);
+- a crop of ``size`` voxels cut from the model-space volume with stride ``zoom`` (``zoom > 1`` is a coarser pass).
+
+All maps are affine, so they compose into single 4x4 matrices and are applied once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def to_homogeneous(points: np.ndarray) -> np.ndarray:
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    return np.concatenate([points, np.ones((len(points), 1))], axis=1)
+
+
+def apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Apply a 4x4 affine to an (N, 3) array of points."""
+    return (to_homogeneous(points) @ np.asarray(matrix, dtype=np.float64).T)[:, :3]
+
+
+def original_to_volume(original_affine: np.ndarray, volume_affine: np.ndarray) -> np.ndarray:
+    """Matrix taking original voxel indices to model-space volume voxel coordinates."""
+    return np.linalg.inv(np.asarray(volume_affine, np.float64)) @ np.asarray(original_affine, np.float64)
+
+
+@dataclass(frozen=True)
+class Crop:
+    """A ``size``^3 crop of the model-space volume: crop voxel ``c`` sits at volume voxel ``origin + zoom * c``
+    (voxel centres, so a crop voxel of a coarse pass covers ``zoom`` volume voxels along each axis)."""
+
+    origin: tuple[float, float, float]
+    size: int = 128
+    zoom: float = 1.0
+
+    @property
+    def crop_to_volume(self) -> np.ndarray:
+        m = np.eye(4)
+        m[:3, :3] *= self.zoom
+        m[:3, 3] = np.asarray(self.origin) + (self.zoom - 1.0) / 2.0
+        return m
+
+    @property
+    def volume_to_crop(self) -> np.ndarray:
+        return np.linalg.inv(self.crop_to_volume)
+
+    def extent(self) -> tuple[np.ndarray, np.ndarray]:
+        """Lowest and highest volume voxel coordinates covered by the crop (voxel edges)."""
+        low = np.asarray(self.origin) - 0.5
+        return low, low + self.size * self.zoom
+
+    def contains(self, volume_points: np.ndarray, margin: float = 0.0) -> bool:
+        low, high = self.extent()
+        pts = np.asarray(volume_points).reshape(-1, 3)
+        return bool(np.all(pts >= low + margin) and np.all(pts <= high - margin))
+
+
+def place_crop(center: np.ndarray, volume_shape: tuple[int, int, int], size: int = 128, zoom: float = 1.0) -> Crop:
+    """A crop centred on ``center`` (volume voxels), shifted to stay inside the volume where the volume is larger
+    than the crop and centred on the volume along axes where it is not. Origins are integers at ``zoom == 1`` so the
+    crop samples voxels exactly (and repeated clicks map to the same cached crop)."""
+    span = size * zoom
+    origin = []
+    for c, n in zip(np.asarray(center, np.float64), volume_shape, strict=True):
+        # voxel edges of the volume run from -0.5 to n - 0.5; the crop's edges from origin - 0.5 to origin - 0.5 + span
+        low_edge = (n - span) / 2.0 - 0.5 if span >= n else float(np.clip(c - span / 2.0, -0.5, n - 0.5 - span))
+        origin.append(low_edge + 0.5)
+    if zoom == 1.0:
+        origin = [float(round(o)) for o in origin]
+    return Crop(origin=tuple(origin), size=size, zoom=zoom)
+
+
+def _normalised_grid(matrix: np.ndarray, out_shape: tuple[int, int, int], in_shape: tuple[int, int, int],
+                     out_offset: tuple[int, int, int] = (0, 0, 0)) -> torch.Tensor:
+    """grid_sample grid for output voxels (offset by ``out_offset``) mapped by ``matrix`` into an input grid.
+
+    Uses align_corners=False semantics: input voxel ``x`` sits at normalised ``(2x + 1) / n - 1``.
+    """
+    axes = [torch.arange(o, o + s, dtype=torch.float32) for o, s in zip(out_offset, out_shape, strict=True)]
+    mesh = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)  # (X, Y, Z, 3)
+    m = torch.as_tensor(matrix, dtype=torch.float32)
+    coords = mesh @ m[:3, :3].T + m[:3, 3]
+    size = torch.tensor(in_shape, dtype=torch.float32)
+    normalised = (2.0 * coords + 1.0) / size - 1.0
+    # grid_sample wants (x, y, z) = (last, middle, first) input axis
+    return normalised.flip(-1)[None]
+
+
+def sample_crop(volume: torch.Tensor, crop: Crop) -> torch.Tensor:
+    """Cut ``crop`` out of a (C, X, Y, Z) model-space volume; outside the volume is zero. Returns (C, s, s, s)."""
+    if crop.zoom == 1.0:
+        return _slice_crop(volume, crop)
+    grid = _normalised_grid(crop.crop_to_volume, (crop.size,) * 3, tuple(volume.shape[1:]))
+    return F.grid_sample(volume[None].float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
+
+
+def _slice_crop(volume: torch.Tensor, crop: Crop) -> torch.Tensor:
+    out = volume.new_zeros((volume.shape[0],) + (crop.size,) * 3)
+    src, dst = [], []
+    for o, n in zip(crop.origin, volume.shape[1:], strict=True):
+        o = int(o)
+        lo, hi = max(o, 0), min(o + crop.size, n)
+        src.append(slice(lo, max(hi, lo)))
+        dst.append(slice(lo - o, lo - o + max(hi - lo, 0)))
+    out[(slice(None), *dst)] = volume[(slice(None), *src)]
+    return out
+
+
+def crop_bounds_in_original(crop: Crop, original_to_vol: np.ndarray, original_shape: tuple[int, ...]) -> tuple:
+    """Bounding box (low, high) of original voxels whose centres fall inside ``crop``."""
+    low, high = crop.extent()
+    corners = np.array([[x, y, z] for x in (low[0], high[0]) for y in (low[1], high[1]) for z in (low[2], high[2])])
+    in_original = apply_affine(np.linalg.inv(original_to_vol), corners)
+    lo = np.clip(np.floor(in_original.min(0)).astype(int), 0, np.asarray(original_shape))
+    hi = np.clip(np.ceil(in_original.max(0)).astype(int) + 1, 0, np.asarray(original_shape))
+    return lo, hi
+
+
+def resample_logits_to_original(
+    low_res_logits: torch.Tensor,
+    crop: Crop,
+    original_to_vol: np.ndarray,
+    original_shape: tuple[int, int, int],
+    out: torch.Tensor,
+) -> None:
+    """Write crop logits (1, 1, r, r, r) into ``out`` (original grid, float) at the original voxels the crop covers.
+
+    Equivalent to the reference's trilinear upsampling to the crop size followed by resampling onto the original
+    grid, done in one trilinear lookup.
+    """
+    lo, hi = crop_bounds_in_original(crop, original_to_vol, original_shape)
+    shape = tuple(int(h - low) for low, h in zip(lo, hi, strict=True))
+    if min(shape) <= 0:
+        return
+    original_to_crop = crop.volume_to_crop @ original_to_vol
+    grid = _normalised_grid(original_to_crop, shape, (crop.size,) * 3, tuple(int(v) for v in lo))
+    sampled = F.grid_sample(low_res_logits.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    inside = (grid.abs() <= 1.0).all(dim=-1)[0]
+    region = out[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    region[inside] = sampled[0, 0][inside]
+
+
+def mask_to_crop_logits(
+    mask: torch.Tensor, crop: Crop, original_to_vol: np.ndarray, resolution: int, scale: float = 8.0
+) -> torch.Tensor:
+    """A binary mask on the original grid as (1, 1, r, r, r) logits inside ``crop`` (a previous-mask prompt)."""
+    step = crop.size / resolution
+    low_res_to_crop = np.diag([step, step, step, 1.0])
+    low_res_to_crop[:3, 3] = (step - 1.0) / 2.0
+    matrix = np.linalg.inv(original_to_vol) @ crop.crop_to_volume @ low_res_to_crop
+    grid = _normalised_grid(matrix, (resolution,) * 3, tuple(mask.shape))
+    fraction = F.grid_sample(mask[None, None].float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return (fraction - 0.5) * 2.0 * scale

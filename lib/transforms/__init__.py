@@ -1,0 +1,1 @@
+"""Transforms: model-space preprocessing of datastore images."""

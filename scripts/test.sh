@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Installs seg3d and runs the whole test suite (what CI runs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh
+export PATH="$PWD/.venv/bin:$PATH" PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+ruff check .
+exec python -m pytest -q "$@"
