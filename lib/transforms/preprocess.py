@@ -116,3 +116,21 @@ class LoadModelVolumed(MapTransform):
         d = dict(data)
         d[self.output_key] = self.cache.get(d[self.keys[0]])
         return d
+
+
+def model_space_label_transforms(spacing: float) -> Compose:
+    """MONAI transforms taking ``{"label": path}`` to a model-space label map (nearest neighbour)."""
+    return Compose(
+        [
+            LoadImaged(keys="label", image_only=True),
+            EnsureChannelFirstd(keys="label"),
+            Orientationd(keys="label", axcodes="RAS", labels=None),
+            Spacingd(keys="label", pixdim=spacing, mode="nearest"),
+        ]
+    )
+
+
+def load_model_label(path: str, spacing: float) -> torch.Tensor:
+    """A stored label map in model space, (X, Y, Z) uint8, on the same grid as :func:`load_model_volume`."""
+    label = model_space_label_transforms(spacing)({"label": path})["label"]
+    return label.as_tensor()[0].round().to(torch.uint8)

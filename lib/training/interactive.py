@@ -1,0 +1,66 @@
+"""Simulated interactive training (SAM-Med3D style): clicks accumulate and previous logits are fed back."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.losses import DiceCELoss
+
+from lib.model import Sam3D
+from lib.prompts.clicks import next_click
+
+CLICK_GRID_STRIDE = 2  # next clicks are searched on a half-resolution grid of the crop
+
+
+def random_foreground_voxel(target: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A uniformly drawn foreground voxel (SAM-Med3D's first training click)."""
+    voxels = np.flatnonzero(target)
+    return np.asarray(np.unravel_index(int(rng.choice(voxels)), target.shape), dtype=np.float64)
+
+
+def simulated_click_loss(
+    model: Sam3D,
+    image: torch.Tensor,
+    target: torch.Tensor,
+    num_clicks: int,
+    loss_fn: DiceCELoss,
+    rng: np.random.Generator,
+) -> tuple[torch.Tensor, list[float]]:
+    """Loss averaged over ``num_clicks`` simulated clicks on one crop.
+
+    ``image`` (1, 1, S, S, S) and binary ``target`` (1, 1, S, S, S). The first click is a random foreground voxel;
+    each next click sits in the largest error region of the current prediction and is foreground or background
+    by the target there. The encoder runs once; the mask decoder once per click with the previous low-res logits
+    (detached) as mask prompt. The IoU head learns the achieved IoU (MSE). Returns the loss and Dice per click.
+    """
+    size = image.shape[-1]
+    target_np = target[0, 0].numpy() > 0.5
+    coarse_target = target_np[::CLICK_GRID_STRIDE, ::CLICK_GRID_STRIDE, ::CLICK_GRID_STRIDE]
+    embedding = model.encode(image)
+    points = [random_foreground_voxel(target_np, rng)]
+    labels = [1]
+    previous = None
+    total = image.new_zeros(())
+    dices = []
+    for _ in range(num_clicks):
+        coords = torch.as_tensor(np.stack(points), dtype=torch.float32)[None]
+        logits, iou = model.decode(
+            embedding, points=coords, labels=torch.as_tensor(labels)[None], mask_logits=previous
+        )
+        upsampled = F.interpolate(logits, size=(size,) * 3, mode="trilinear", align_corners=False)
+        with torch.no_grad():
+            prediction = upsampled > 0
+            inter = (prediction & (target > 0.5)).sum().float()
+            union = (prediction | (target > 0.5)).sum().float().clamp(min=1)
+            dices.append(float(2 * inter / (prediction.sum() + (target > 0.5).sum()).clamp(min=1)))
+        total = total + loss_fn(upsampled, target) + F.mse_loss(iou[:, :1], (inter / union).reshape(1, 1))
+        previous = logits.detach()
+        coarse_prediction = prediction[0, 0, ::CLICK_GRID_STRIDE, ::CLICK_GRID_STRIDE, ::CLICK_GRID_STRIDE].numpy()
+        click = next_click(coarse_prediction, coarse_target)
+        if click is None:
+            break
+        point, is_foreground = click
+        points.append(point * CLICK_GRID_STRIDE + (CLICK_GRID_STRIDE - 1) / 2.0)
+        labels.append(int(is_foreground))
+    return total / len(dices), dices

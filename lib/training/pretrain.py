@@ -1,0 +1,168 @@
+"""Pretrain the ``starter`` 3D SAM from scratch on the sample data with simulated interactive clicks.
+
+    python -m lib.training.pretrain --data data/sample/train --out model/starter.pt --minutes 40
+
+``--data`` is a MONAI Label studies folder with ``labels/final``. Classes listed in ``--hold-out`` are never used
+as targets, so fine-tuning can later be measured on a class the starter has not seen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.losses import DiceCELoss
+from monai.utils import set_determinism
+
+from lib.data.classes import read_class_names
+from lib.engine.runtime import MODEL_SPACING_MM
+from lib.model import Sam3D, build_sam3d, save_sam3d
+from lib.prompts.geometry import place_crop, sample_crop
+from lib.training.interactive import simulated_click_loss
+from lib.training.studies import labeled_pairs
+from lib.transforms.preprocess import load_model_label, load_model_volume
+
+logger = logging.getLogger("pretrain")
+
+ZOOMS = (1.0, 1.0, 1.0, 1.5, 2.0)  # mostly full resolution; some coarse passes, as the predictor uses them
+
+
+@dataclass
+class TrainingVolume:
+    image: torch.Tensor  # (1, X, Y, Z) model space
+    targets: dict[str, torch.Tensor]  # name -> (X, Y, Z) bool
+
+
+def training_targets(label: torch.Tensor, classes: dict[int, str], hold_out: set[str]) -> dict[str, torch.Tensor]:
+    """Objects to learn from one label map: each class, each class per hemisphere, and the whole labelled brain."""
+    targets: dict[str, torch.Tensor] = {}
+    for index, name in classes.items():
+        mask = label == index
+        if name in hold_out or not mask.any():
+            continue
+        targets[name] = mask
+        midline = int(torch.nonzero(label > 0)[:, 0].float().median())
+        left, right = mask.clone(), mask.clone()
+        left[midline:] = False
+        right[:midline] = False
+        targets[f"{name}/left"], targets[f"{name}/right"] = left, right
+    kept = [i for i, n in classes.items() if n not in hold_out]
+    targets["brain"] = torch.isin(label, torch.as_tensor(kept, dtype=label.dtype)) if kept else label > 0
+    return {k: v for k, v in targets.items() if v.sum() > 100}
+
+
+def load_training_volumes(data: Path, hold_out: set[str]) -> list[TrainingVolume]:
+    classes = read_class_names(data)
+    volumes = []
+    for image_path, label_path in labeled_pairs(data):
+        volume = load_model_volume(str(image_path), MODEL_SPACING_MM)
+        label = load_model_label(str(label_path), MODEL_SPACING_MM)
+        volumes.append(TrainingVolume(volume.image, training_targets(label, classes, hold_out)))
+        logger.info("loaded %s: %s targets %s", image_path.name, tuple(label.shape), sorted(volumes[-1].targets))
+    return volumes
+
+
+def sample_crop_pair(
+    volume: TrainingVolume, size: int, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random (image, target) crop around a random target voxel, at a random zoom, with intensity jitter."""
+    name = rng.choice(sorted(volume.targets))
+    mask = volume.targets[name]
+    voxels = torch.nonzero(mask)
+    center = voxels[int(rng.integers(len(voxels)))].numpy().astype(np.float64)
+    zoom = float(rng.choice(ZOOMS))
+    center += rng.uniform(-0.2, 0.2, size=3) * size * zoom
+    crop = place_crop(center, tuple(mask.shape), size=size, zoom=zoom)
+    image = sample_crop(volume.image, crop)
+    target = (sample_crop(mask[None].float(), crop) > 0.5).float()
+    if target.sum() < 20:
+        return sample_crop_pair(volume, size, rng)
+    image = image * float(rng.uniform(0.9, 1.1)) + float(rng.uniform(-0.1, 0.1))
+    return image[None], target[None]
+
+
+def train(model: Sam3D, volumes: list[TrainingVolume], minutes: float, max_clicks: int, lr: float,
+          rng: np.random.Generator) -> dict:
+    """Train until the time budget is spent (cosine schedule sized after timing the first steps)."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    loss_fn = DiceCELoss(sigmoid=True)
+    budget = minutes * 60.0
+    start = time.perf_counter()
+    total_steps, step, recent = None, 0, []
+    model.train()
+    while True:
+        elapsed = time.perf_counter() - start
+        if total_steps is None and step == 20:
+            total_steps = max(int(budget / (elapsed / step)), step + 1)
+            logger.info("%.2f s/step -> %d steps in %.0f min", elapsed / step, total_steps, minutes)
+        if total_steps is not None and step >= total_steps:
+            break
+        progress = step / total_steps if total_steps else 0.0
+        warmup = min(1.0, (step + 1) / 100)
+        for group in optimizer.param_groups:
+            group["lr"] = lr * warmup * 0.5 * (1.0 + math.cos(math.pi * progress))
+        volume = volumes[int(rng.integers(len(volumes)))]
+        image, target = sample_crop_pair(volume, model.img_size, rng)
+        loss, dices = simulated_click_loss(model, image, target, int(rng.integers(1, max_clicks + 1)), loss_fn, rng)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        recent.append((float(loss), dices[0], dices[-1]))
+        step += 1
+        if step % 50 == 0:
+            mean = np.mean(recent[-50:], axis=0)
+            logger.info("step %d/%s loss %.3f dice@1 %.3f dice@last %.3f (%.0f s)", step, total_steps, *mean,
+                        time.perf_counter() - start)
+    model.eval()
+    return {"steps": step, "train_seconds": round(time.perf_counter() - start, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path("data/sample/train"))
+    parser.add_argument("--eval-data", type=Path, default=Path("data/sample/eval"))
+    parser.add_argument("--out", type=Path, default=Path("model/starter.pt"))
+    parser.add_argument("--minutes", type=float, default=40.0)
+    parser.add_argument("--max-clicks", type=int, default=5)
+    parser.add_argument("--lr", type=float, default=4e-4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--hold-out", default="lateral_ventricles", help="comma-separated class names not trained")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(args.threads)
+    set_determinism(args.seed)
+    rng = np.random.default_rng(args.seed)
+    hold_out = {n for n in args.hold_out.split(",") if n}
+
+    wall = time.perf_counter()
+    volumes = load_training_volumes(args.data, hold_out)
+    model = build_sam3d("starter")
+    stats = train(model, volumes, args.minutes, args.max_clicks, args.lr, rng)
+    record = {
+        "command": "python -m lib.training.pretrain " + " ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in {"threads"}
+        ),
+        "data": str(args.data),
+        "training_volumes": len(volumes),
+        "held_out_classes": sorted(hold_out),
+        "seed": args.seed,
+        **stats,
+        "wall_seconds": round(time.perf_counter() - wall, 1),
+        "torch_threads": args.threads,
+    }
+    save_sam3d(model, args.out, **{"record": record})
+    args.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    logger.info("saved %s: %s", args.out, record)
+
+
+if __name__ == "__main__":
+    main()

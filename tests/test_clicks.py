@@ -1,0 +1,48 @@
+"""Click parsing, validation and the simulated annotator."""
+
+import numpy as np
+import pytest
+
+from lib.errors import InvalidRequest
+from lib.prompts.clicks import check_inside, next_click, parse_points, parse_roi
+
+
+def test_parse_points_accepts_lists_and_json():
+    assert parse_points([[1, 2, 3]], "foreground").tolist() == [[1, 2, 3]]
+    assert parse_points("[[1, 2, 3], [4, 5, 6]]", "foreground").shape == (2, 3)
+    assert parse_points(None, "background").shape == (0, 3)
+
+
+@pytest.mark.parametrize("bad", ["[[1, 2]]", "nonsense", [[1, "a", 3]], {"x": 1}, [[1, 2, float("nan")]], [[True, 1, 2]]])
+def test_parse_points_rejects_malformed(bad):
+    with pytest.raises(InvalidRequest) as e:
+        parse_points(bad, "foreground")
+    assert e.value.status_code == 422 and "foreground" in e.value.detail
+
+
+def test_points_outside_the_image_are_refused():
+    check_inside(np.array([[0, 0, 0], [9, 19, 29]]), (10, 20, 30), "foreground")
+    with pytest.raises(InvalidRequest, match="outside the image"):
+        check_inside(np.array([[10, 0, 0]]), (10, 20, 30), "foreground")
+    with pytest.raises(InvalidRequest):
+        check_inside(np.array([[-3, 0, 0]]), (10, 20, 30), "background")
+
+
+def test_parse_roi_orders_and_clips():
+    roi = parse_roi([[5, 2], [0, 100], [3, 4]], (10, 20, 30))
+    assert roi.tolist() == [[2, 5], [0, 19], [3, 4]]
+    with pytest.raises(InvalidRequest):
+        parse_roi([[50, 60], [0, 1], [0, 1]], (10, 20, 30))
+
+
+def test_next_click_targets_the_interior_of_the_largest_error():
+    target = np.zeros((40, 40, 40), bool)
+    target[5:25, 5:25, 5:25] = True  # large missed region
+    target[30:33, 30:33, 30:33] = True  # small missed region
+    point, is_foreground = next_click(np.zeros_like(target), target)
+    assert is_foreground and np.all(np.abs(point - 14.5) <= 1)
+    prediction = target.copy()
+    prediction[0:3, 30:40, 30:40] = True  # a false positive is the only error left after the target is covered
+    point, is_foreground = next_click(prediction, target)
+    assert not is_foreground and prediction[tuple(point)] and not target[tuple(point)]
+    assert next_click(target, target) is None
