@@ -13,11 +13,14 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 import monailabel  # noqa: E402
+from monailabel.config import settings  # noqa: E402
 from monailabel.interfaces.app import MONAILabelApp  # noqa: E402
+from monailabel.interfaces.datastore import Datastore  # noqa: E402
 from monailabel.interfaces.tasks.infer_v2 import InferTask  # noqa: E402
 
 from lib.configs.sam3d import Sam3DConfig  # noqa: E402
 from lib.data.classes import read_class_names  # noqa: E402
+from lib.datastore import ValidatingDatastore  # noqa: E402
 from lib.engine.runtime import Runtime  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -57,6 +60,16 @@ class Seg3DApp(MONAILabelApp):
             description="Interactive 3D Segment-Anything with adapters, prototypes and active learning",
             version=monailabel.__version__,
             labels=self.label_map,
+        )
+
+    def init_datastore(self) -> Datastore:
+        if self.studies.startswith(("http://", "https://")):
+            return super().init_datastore()
+        return ValidatingDatastore(
+            self.studies,
+            extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
+            auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
+            read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
         )
 
     def init_infers(self) -> dict[str, InferTask]:
