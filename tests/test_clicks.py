@@ -13,7 +13,10 @@ def test_parse_points_accepts_lists_and_json():
     assert parse_points(None, "background").shape == (0, 3)
 
 
-@pytest.mark.parametrize("bad", ["[[1, 2]]", "nonsense", [[1, "a", 3]], {"x": 1}, [[1, 2, float("nan")]], [[True, 1, 2]]])
+MALFORMED = ["[[1, 2]]", "nonsense", [[1, "a", 3]], {"x": 1}, [[1, 2, float("nan")]], [[True, 1, 2]]]
+
+
+@pytest.mark.parametrize("bad", MALFORMED)
 def test_parse_points_rejects_malformed(bad):
     with pytest.raises(InvalidRequest) as e:
         parse_points(bad, "foreground")

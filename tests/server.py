@@ -1,0 +1,63 @@
+"""Start the real MONAI Label server (``monailabel start_server``) on 127.0.0.1 for integration tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import requests
+from monailabel.client import MONAILabelClient
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(studies: Path, conf: dict[str, str], log_path: Path, timeout: float = 180.0) -> Iterator[str]:
+    """Run seg3d on ``studies`` and yield its base URL; the server is stopped afterwards."""
+    port = free_port()
+    bin_dir = str(Path(sys.executable).parent)
+    env = dict(os.environ)
+    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+    env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["MONAI_LABEL_AUTO_UPDATE_SCORING"] = "false"
+    args = [os.path.join(bin_dir, "monailabel"), "start_server", "--app", str(REPO_ROOT / "apps" / "seg3d"),
+            "--studies", str(studies), "--host", "127.0.0.1", "--port", str(port)]
+    for key, value in conf.items():
+        args += ["--conf", key, value]
+    url = f"http://127.0.0.1:{port}"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(REPO_ROOT))
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"server exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
+                with contextlib.suppress(requests.RequestException):
+                    if requests.get(f"{url}/info/", timeout=5).status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"server did not start:\n{log_path.read_text()[-4000:]}")
+                time.sleep(1.0)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def client(url: str) -> MONAILabelClient:
+    return MONAILabelClient(server_url=url)
