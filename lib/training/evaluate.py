@@ -15,10 +15,13 @@ def dice(prediction: np.ndarray, target: np.ndarray) -> float:
     return float(2.0 * np.logical_and(prediction, target).sum() / total) if total else 1.0
 
 
+Click = tuple[np.ndarray, bool]
+
+
 def click_curve(
     predictor: InteractivePredictor, volume: ModelVolume, target: np.ndarray, num_clicks: int
-) -> list[float]:
-    """Dice after each of ``num_clicks`` simulated clicks on the stored image's grid.
+) -> tuple[list[float], list[Click]]:
+    """Dice after each of ``num_clicks`` simulated clicks on the stored image's grid, and the clicks made.
 
     Every click goes to the most interior voxel of the largest error region (foreground or background by the
     target there); clicks accumulate and the previous prediction is fed back, as in the reference evaluation.
@@ -28,12 +31,14 @@ def click_curve(
     foreground: list[np.ndarray] = []
     background: list[np.ndarray] = []
     previous: Segmentation | None = None
-    dices = []
+    dices: list[float] = []
+    clicks: list[Click] = []
     for _ in range(num_clicks):
         click = next_click(prediction, target)
         if click is None:
             dices.append(1.0)
             continue
+        clicks.append(click)
         point, is_foreground = click
         (foreground if is_foreground else background).append(point)
         previous = predictor.segment(
@@ -44,4 +49,4 @@ def click_curve(
         )
         prediction = (predictor.to_original_logits(volume, previous) > 0).numpy()
         dices.append(dice(prediction, target))
-    return dices
+    return dices, clicks

@@ -1,0 +1,1 @@
+"""Benchmarks: each takes --data (a MONAI Label studies folder with labels/final) and --checkpoint, prints JSON."""

@@ -1,0 +1,73 @@
+"""Shared benchmark plumbing: arguments, studies data, machine description and the JSON summary."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from lib.data.classes import read_class_names  # noqa: E402
+from lib.training.studies import labeled_pairs  # noqa: E402
+
+
+def parser(description: str, default_data: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--data", type=Path, default=REPO_ROOT / default_data,
+                   help="MONAI Label studies folder with labels/final (class names from label_info or classes.txt)")
+    p.add_argument("--checkpoint", type=Path, default=REPO_ROOT / "model" / "starter.pt")
+    p.add_argument("--out", type=Path, default=None, help="also write the JSON summary here")
+    p.add_argument("--threads", type=int, default=2)
+    return p
+
+
+def studies_with_classes(data: Path) -> tuple[list[tuple[Path, Path]], dict[int, str]]:
+    pairs = labeled_pairs(data)
+    if not pairs:
+        raise SystemExit(f"{data} has no images with labels/final")
+    classes = read_class_names(data)
+    if not classes:
+        raise SystemExit(f"{data}: no class names (label_info or classes.txt)")
+    return pairs, classes
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def emit(summary: dict[str, Any], out: Path | None) -> None:
+    text = json.dumps(summary, indent=2, default=_jsonable)
+    print(text)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(type(value))
