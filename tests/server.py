@@ -9,8 +9,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import requests
 from monailabel.client import MONAILabelClient
 
@@ -23,9 +25,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass(frozen=True)
+class Server:
+    url: str
+    pid: int
+    log_path: Path
+
+    def rss_mb(self) -> float:
+        """Resident memory of the server and its child processes."""
+        root = psutil.Process(self.pid)
+        return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]) / 2**20
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
 @contextlib.contextmanager
-def running_server(studies: Path, conf: dict[str, str], log_path: Path, timeout: float = 180.0) -> Iterator[str]:
-    """Run seg3d on ``studies`` and yield its base URL; the server is stopped afterwards."""
+def running_server(studies: Path, conf: dict[str, str], log_path: Path, timeout: float = 180.0) -> Iterator[Server]:
+    """Run seg3d on ``studies`` and yield it once ``/info`` answers; the server is stopped afterwards."""
     port = free_port()
     bin_dir = str(Path(sys.executable).parent)
     env = dict(os.environ)
@@ -50,7 +67,7 @@ def running_server(studies: Path, conf: dict[str, str], log_path: Path, timeout:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"server did not start:\n{log_path.read_text()[-4000:]}")
                 time.sleep(1.0)
-            yield url
+            yield Server(url=url, pid=process.pid, log_path=log_path)
         finally:
             process.terminate()
             try:

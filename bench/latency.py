@@ -1,0 +1,114 @@
+"""Click latency through the real server, plus encoder/decoder time, for starter, FastSAM3D and SAM-Med3D sizes.
+
+    python bench/latency.py --data data/sample/studies --checkpoint model/starter.pt --out out/latency.json
+
+The starter row uses ``--checkpoint``; the FastSAM3D and SAM-Med3D rows use random weights of the official layouts
+(timing does not depend on the weights). Every row runs in this one process on the same images and clicks.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.transforms import LoadImage
+
+from bench.common import emit, machine, parser, studies_with_classes
+from lib.model import build_sam3d, load_sam3d
+from lib.prompts.clicks import next_click
+from tests.server import client, running_server
+
+
+def random_official_checkpoints(folder: Path) -> dict[str, dict[str, str]]:
+    """Random-weight files in the official layouts: a SAM-Med3D checkpoint and a bare FastSAM3D student encoder."""
+    torch.manual_seed(0)
+    sam_med3d = folder / "sam_med3d_random.pth"
+    torch.save({"model_state_dict": build_sam3d("sam_med3d").state_dict()}, sam_med3d)
+    student = folder / "fastsam3d_random_encoder.pth"
+    torch.save({"model_state_dict": build_sam3d("fastsam3d").image_encoder.state_dict()}, student)
+    return {
+        "fastsam3d": {"checkpoint": str(sam_med3d), "encoder_checkpoint": str(student)},
+        "sam_med3d": {"checkpoint": str(sam_med3d)},
+    }
+
+
+def model_times(conf: dict[str, str], repeats: int) -> dict[str, float]:
+    """Median encoder and decoder seconds for one 128^3 crop, in-process."""
+    model = load_sam3d(conf["checkpoint"], conf.get("encoder_checkpoint"))
+    image = torch.randn(1, 1, model.img_size, model.img_size, model.img_size)
+    points, labels = torch.tensor([[[64.0, 64.0, 64.0]]]), torch.tensor([[1]])
+    enc, dec = [], []
+    with torch.no_grad():
+        for _ in range(repeats):
+            start = time.perf_counter()
+            embedding = model.encode(image)
+            enc.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            model.decode(embedding, points=points, labels=labels)
+            dec.append(time.perf_counter() - start)
+    return {"encoder_s": statistics.median(enc), "decoder_s": statistics.median(dec),
+            "parameters": sum(p.numel() for p in model.parameters())}
+
+
+def click_plan(pairs, classes, count: int) -> list[tuple[str, str, list[int], list[int]]]:
+    """(image id, label name, first click, second click) from the stored labels, one object per image."""
+    plan = []
+    for image_path, label_path in pairs[:count]:
+        label = np.asarray(LoadImage(image_only=True)(str(label_path))).squeeze()
+        index, name = next(iter(sorted(classes.items())))
+        target = label == index
+        first, _ = next_click(np.zeros_like(target), target)
+        second, _ = next_click(~target & (np.arange(target.shape[0])[:, None, None] < target.shape[0] // 2), target)
+        image_id = image_path.name.split(".")[0]
+        plan.append((image_id, name, first.tolist(), second.tolist()))
+    return plan
+
+
+def server_round_trips(url: str, plan) -> dict[str, float]:
+    c = client(url)
+    cold, first, follow = [], [], []
+    for image_id, name, a, b in plan:
+        for bucket, params in (
+            (cold, {"foreground": [a], "background": [], "label": name}),
+            (first, {"foreground": [a], "background": [], "label": name + "_again"}),
+            (follow, {"foreground": [a], "background": [b], "label": name}),
+            (follow, {"foreground": [a, b], "background": [], "label": name}),
+        ):
+            start = time.perf_counter()
+            _, result = c.infer("sam3d", image_id, params)
+            bucket.append(time.perf_counter() - start)
+    return {"first_click_cold_image_s": statistics.median(cold), "first_click_s": statistics.median(first),
+            "follow_up_click_s": statistics.median(follow)}
+
+
+def main() -> None:
+    p = parser(__doc__, "data/sample/studies")
+    p.add_argument("--images", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    pairs, classes = studies_with_classes(args.data)
+    plan = click_plan(pairs, classes, args.images)
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        confs = {"starter": {"checkpoint": str(args.checkpoint)}, **random_official_checkpoints(Path(tmp))}
+        for variant, conf in confs.items():
+            row = model_times(conf, args.repeats)
+            with running_server(args.data, {**conf, "device": "cpu"}, Path(tmp) / f"{variant}.log") as server:
+                row.update(server_round_trips(server.url, plan))
+                row["server_rss_mb"] = server.rss_mb()
+            rows[variant] = {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
+            print(variant, rows[variant], flush=True)
+    reference = rows["sam_med3d"]
+    ratios = {v: {k: round(r[k] / reference[k], 3) for k in ("encoder_s", "first_click_s", "follow_up_click_s")}
+              for v, r in rows.items()}
+    emit({"benchmark": "latency", "data": str(args.data), "checkpoint": str(args.checkpoint), "images": len(plan),
+          "rows": rows, "ratio_to_sam_med3d": ratios, "machine": machine()}, args.out)
+
+
+if __name__ == "__main__":
+    main()
