@@ -1,0 +1,86 @@
+"""Loading official SAM-Med3D / FastSAM3D files and the project's own checkpoints."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lib.model.sam3d import VARIANTS, Sam3D, build_sam3d
+
+ENCODER_PREFIX = "image_encoder."
+StateSource = str | os.PathLike | dict
+
+
+def _read(source: StateSource) -> dict[str, Any]:
+    if isinstance(source, dict):
+        return source
+    # map to CPU first: files saved on a GPU must load on machines without one
+    return torch.load(source, map_location="cpu", weights_only=False)
+
+
+def unwrap_state_dict(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The state dict inside an official (``model_state_dict``), Lightning-style (``state_dict``) or bare file."""
+    for key in ("model_state_dict", "state_dict", "model"):
+        if isinstance(checkpoint.get(key), dict):
+            return checkpoint[key]
+    return checkpoint
+
+
+def detect_variant(state: dict[str, torch.Tensor]) -> str:
+    """Name the variant whose encoder has these keys: depth, width and the student layout tell them apart."""
+    keys = {k[len(ENCODER_PREFIX):] if k.startswith(ENCODER_PREFIX) else k for k in state}
+    width = state.get("image_encoder.pos_embed", state.get("pos_embed"))
+    if width is None:
+        raise ValueError("not a 3D SAM checkpoint: no image encoder 'pos_embed' key")
+    depth = len({k.split(".")[1] for k in keys if k.startswith("blocks.")})
+    student = "blocks.0.mlp.lin1.weight" in keys and "blocks.0.attn.qkv.weight" not in keys
+    for name, config in VARIANTS.items():
+        enc = config["encoder"]
+        if (enc["embed_dim"], enc["depth"], "student_skip_layers" in enc) == (width.shape[-1], depth, student):
+            return name
+    raise ValueError(f"unknown 3D SAM layout: encoder width {width.shape[-1]}, {depth} blocks, student={student}")
+
+
+def _describe_mismatch(model: Sam3D, state: dict[str, torch.Tensor]) -> str:
+    expected, given = set(model.state_dict()), set(state)
+    missing, unexpected = sorted(expected - given), sorted(given - expected)
+    shapes = [k for k in expected & given if model.state_dict()[k].shape != state[k].shape]
+    return (f"{len(missing)} missing {missing[:5]}, {len(unexpected)} unexpected {unexpected[:5]}, "
+            f"{len(shapes)} with other shapes {shapes[:5]}")
+
+
+def load_sam3d(checkpoint: StateSource, encoder_checkpoint: StateSource | None = None,
+               device: str | torch.device = "cpu") -> Sam3D:
+    """Load a 3D SAM strictly from a path or state dict, in eval mode on ``device``.
+
+    ``checkpoint`` is a SAM-Med3D file (``{'model_state_dict': ...}`` or bare), a FastSAM3D full model, or one of
+    ours. ``encoder_checkpoint`` is a FastSAM3D student encoder file (keys without ``image_encoder.``): its
+    encoder replaces the checkpoint's, which then supplies the prompt encoder and mask decoder.
+    """
+    raw = _read(checkpoint)
+    state = dict(unwrap_state_dict(raw))
+    if encoder_checkpoint is not None:
+        encoder = unwrap_state_dict(_read(encoder_checkpoint))
+        encoder = {k[len(ENCODER_PREFIX):] if k.startswith(ENCODER_PREFIX) else k: v for k, v in encoder.items()}
+        state = {k: v for k, v in state.items() if not k.startswith(ENCODER_PREFIX)}
+        state.update({ENCODER_PREFIX + k: v for k, v in encoder.items()})
+    variant = raw.get("variant") if isinstance(raw.get("variant"), str) else detect_variant(state)
+    model = build_sam3d(variant)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"checkpoint does not match the {variant} layout: {_describe_mismatch(model, state)}") from e
+    return model.to(device).eval()
+
+
+def save_sam3d(model: Sam3D, path: str | os.PathLike, half: bool = False, **metadata: Any) -> Path:
+    """Write ``{'model_state_dict': ..., 'variant': ..., **metadata}``; ``half`` stores float16 weights."""
+    state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu()
+             for k, v in model.state_dict().items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model_state_dict": state, "variant": model.variant, **metadata}, path)
+    return path

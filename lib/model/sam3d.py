@@ -1,0 +1,90 @@
+"""The 3D SAM (image encoder, prompt encoder, mask decoder) and its variants."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from lib.model.image_encoder import ImageEncoderViT3D
+from lib.model.mask_decoder import MaskDecoder3D
+from lib.model.prompt_encoder import PromptEncoder3D
+
+# Architectures by variant. ``sam_med3d`` is SAM-Med3D vit_b_ori; ``fastsam3d`` its distilled 6-block student
+# encoder with SAM-Med3D's prompt encoder and decoder; ``starter`` is small enough to train on a CPU.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "sam_med3d": {
+        "encoder": {"embed_dim": 768, "depth": 12, "num_heads": 12, "window_size": 14,
+                    "global_attn_indexes": (2, 5, 8, 11), "out_chans": 384},
+        "prompt_dim": 384, "decoder_mlp_dim": 2048,
+    },
+    "fastsam3d": {
+        "encoder": {"embed_dim": 768, "depth": 6, "num_heads": 6, "window_size": 0, "student_skip_layers": 2,
+                    "out_chans": 384},
+        "prompt_dim": 384, "decoder_mlp_dim": 2048,
+    },
+    "starter": {
+        "encoder": {"embed_dim": 192, "depth": 6, "num_heads": 6, "window_size": 0, "out_chans": 192},
+        "prompt_dim": 192, "decoder_mlp_dim": 768,
+    },
+}
+
+IMG_SIZE = 128
+PATCH_SIZE = 16
+
+
+class Sam3D(nn.Module):
+    """Segment Anything in 3D: ``encode`` once per 128^3 crop, ``decode`` once per click.
+
+    Points are voxel indices of the 128^3 input in its axis order (like SAM-Med3D's ``argwhere`` clicks),
+    labels 1 (foreground), 0 (background), -1 (padding). Masks come back as 32^3 low-res logits.
+    """
+
+    def __init__(self, variant: str, img_size: int = IMG_SIZE, patch_size: int = PATCH_SIZE) -> None:
+        super().__init__()
+        config = VARIANTS[variant]
+        self.variant = variant
+        self.img_size = img_size
+        self.embed_size = img_size // patch_size
+        self.image_encoder = ImageEncoderViT3D(img_size=img_size, patch_size=patch_size, **config["encoder"])
+        self.prompt_encoder = PromptEncoder3D(
+            embed_dim=config["prompt_dim"],
+            image_embedding_size=(self.embed_size,) * 3,
+            input_image_size=(img_size,) * 3,
+        )
+        self.mask_decoder = MaskDecoder3D(config["prompt_dim"], transformer_mlp_dim=config["decoder_mlp_dim"])
+
+    @property
+    def low_res_size(self) -> int:
+        return self.embed_size * 4
+
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, 1, S, S, S) normalised image -> (B, C, S/16, S/16, S/16) embedding."""
+        return self.image_encoder(image)
+
+    def decode(self, embedding: torch.Tensor, points: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+               mask_logits: torch.Tensor | None = None,
+               multimask_output: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Low-res mask logits (B, 1 or 3, r, r, r) and predicted IoU for clicks and an optional previous mask."""
+        sparse, dense = self.prompt_encoder(
+            points=(points, labels) if points is not None else None, boxes=None, masks=mask_logits
+        )
+        return self.mask_decoder(
+            image_embeddings=embedding,
+            image_pe=self.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask_output,
+        )
+
+    def forward(self, image: torch.Tensor, points: torch.Tensor, labels: torch.Tensor,
+                mask_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.decode(self.encode(image), points, labels, mask_logits)
+
+
+def build_sam3d(variant: str) -> Sam3D:
+    """A randomly initialised model of ``variant``."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; known: {sorted(VARIANTS)}")
+    return Sam3D(variant)
