@@ -159,7 +159,7 @@ def main() -> None:
         "wall_seconds": round(time.perf_counter() - wall, 1),
         "torch_threads": args.threads,
     }
-    save_sam3d(model, args.out, **{"record": record})
+    save_sam3d(model, args.out, half=True, record=record)
     args.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     logger.info("saved %s: %s", args.out, record)
 
