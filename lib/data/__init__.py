@@ -1,0 +1,1 @@
+"""Sample data: real MRI from the MNI152 template, pseudo-subjects, studies folders and class names."""
