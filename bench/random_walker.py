@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from skimage.segmentation import random_walker
 
-from lib.prompts.geometry import Crop, apply_affine, original_to_volume, resample_logits_to_original, sample_crop
+from lib.prompts.geometry import Crop, apply_affine, original_to_volume, paste_crop_mask, sample_crop
 from lib.transforms.preprocess import ModelVolume
 
 ZOOM = 2.0  # 3 mm for the 1.5 mm model space: random walker on the full grid takes minutes per click
@@ -34,7 +34,6 @@ def random_walker_mask(volume: ModelVolume, clicks: list[tuple[np.ndarray, bool]
     if not (seeds == 1).any():
         return np.zeros(volume.original_shape, dtype=bool)
     probability = random_walker(image, seeds, beta=beta, mode="cg_j", return_full_prob=True, tol=1e-3)[0]
-    logits = torch.as_tensor(probability - 0.5, dtype=torch.float32)[None, None]
-    out = torch.full(volume.original_shape, -1.0)
-    resample_logits_to_original(logits, crop, orig_to_vol, volume.original_shape, out)
-    return (out > 0).numpy()
+    out = torch.zeros(volume.original_shape, dtype=torch.bool)
+    paste_crop_mask(torch.as_tensor(probability > 0.5), crop, orig_to_vol, volume.original_shape, out)
+    return out.numpy()

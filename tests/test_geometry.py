@@ -1,6 +1,7 @@
 """Coordinate mapping between stored image, model space and crops (anisotropic, non-RAS)."""
 
 import numpy as np
+import pytest
 import torch
 
 from lib.prompts.geometry import (
@@ -8,8 +9,8 @@ from lib.prompts.geometry import (
     apply_affine,
     mask_to_crop_logits,
     original_to_volume,
+    paste_crop_mask,
     place_crop,
-    resample_logits_to_original,
     sample_crop,
 )
 from lib.transforms.preprocess import load_model_volume
@@ -34,24 +35,47 @@ def test_click_maps_onto_the_same_anatomy_in_model_space(tmp_path):
     assert np.abs(mapped - np.asarray(brightest)).max() <= 1.5
 
 
-def test_crop_logits_return_to_the_clicked_voxels(tmp_path):
+def test_crop_mask_returns_to_the_clicked_voxels(tmp_path):
     volume = load_model_volume(str(blob_image(tmp_path)), spacing=1.5)
     orig_to_vol = original_to_volume(volume.original_affine, volume.affine)
     mapped = apply_affine(orig_to_vol, CLICK[None])[0]
     crop = place_crop(mapped, tuple(volume.image.shape[1:]), size=32)
-    # a positive blob of logits around the click, at a quarter of the crop resolution like the mask decoder's output
-    low_res = torch.full((1, 1, 8, 8, 8), -10.0)
-    centre = (apply_affine(crop.volume_to_crop, mapped[None])[0] + 0.5) / 4 - 0.5
-    c = np.round(centre).astype(int)
-    low_res[0, 0, c[0], c[1], c[2]] = 10.0
-    out = torch.full(volume.original_shape, -20.0)
-    resample_logits_to_original(low_res, crop, orig_to_vol, volume.original_shape, out)
-    mask = (out > 0).numpy()
-    assert mask.any()
-    assert np.abs(np.argwhere(mask).mean(axis=0) - CLICK).max() <= 3.0
-    # and the inverse direction: the stored-grid mask becomes positive logits at the same low-res voxel
-    logits = mask_to_crop_logits(torch.as_tensor(mask), crop, orig_to_vol, resolution=8)
-    assert tuple(np.unravel_index(int(logits.argmax()), logits.shape[2:])) == tuple(c)
+    centre = np.round(apply_affine(crop.volume_to_crop, mapped[None])[0]).astype(int)
+    mask = torch.zeros((32, 32, 32), dtype=torch.bool)
+    mask[centre[0] - 1 : centre[0] + 2, centre[1] - 1 : centre[1] + 2, centre[2] - 1 : centre[2] + 2] = True
+    out = torch.zeros(volume.original_shape, dtype=torch.bool)
+    paste_crop_mask(mask, crop, orig_to_vol, volume.original_shape, out)
+    assert out.any()
+    assert np.abs(np.argwhere(out.numpy()).mean(axis=0) - CLICK).max() <= 1.5
+    # the inverse direction: the stored-grid mask becomes positive logits at the same low-res voxel
+    logits = mask_to_crop_logits(out, crop, orig_to_vol, resolution=8)
+    assert tuple(np.unravel_index(int(logits.argmax()), logits.shape[2:])) == tuple(centre // 4)
+
+
+def rotation_z(degrees: float) -> np.ndarray:
+    c, s = np.cos(np.deg2rad(degrees)), np.sin(np.deg2rad(degrees))
+    m = np.eye(4)
+    m[:2, :2] = [[c, -s], [s, c]]
+    return m
+
+
+@pytest.mark.parametrize("degrees", [0.0, 17.0])  # orthogonal grids use index lookup, oblique ones grid_sample
+def test_paste_crop_mask_is_nearest_neighbour_of_every_voxel(degrees):
+    rng = np.random.default_rng(0)
+    mask = torch.as_tensor(rng.random((16, 16, 16)) > 0.5)
+    crop = Crop(origin=(3.13, -2.21, 5.37), size=16, zoom=1.5)  # off the voxel grid: no rounding ties
+    orig_to_vol = rotation_z(degrees) @ np.array([[0, 0, -0.8, 20], [1.2, 0, 0, -1], [0, 0.73, 0, 4], [0, 0, 0, 1.0]])
+    shape = (40, 30, 35)
+    out = torch.zeros(shape, dtype=torch.bool)
+    paste_crop_mask(mask, crop, orig_to_vol, shape, out)
+    voxels = np.argwhere(np.ones(shape, dtype=bool))
+    in_crop = np.floor(apply_affine(crop.volume_to_crop @ orig_to_vol, voxels) + 0.5).astype(int)
+    covered = np.all((in_crop >= 0) & (in_crop < 16), axis=1)
+    expected = np.zeros(shape, dtype=bool)
+    hits = voxels[covered]
+    expected[hits[:, 0], hits[:, 1], hits[:, 2]] = mask.numpy()[tuple(in_crop[covered].T)]
+    mismatched = (out.numpy() != expected).sum()
+    assert covered.sum() > 1000 and mismatched <= 0.001 * covered.sum()
 
 
 def test_place_crop_stays_inside_and_centres_small_axes():

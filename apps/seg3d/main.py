@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
@@ -22,6 +23,7 @@ from lib.configs.sam3d import Sam3DConfig  # noqa: E402
 from lib.data.classes import read_class_names  # noqa: E402
 from lib.datastore import ValidatingDatastore  # noqa: E402
 from lib.engine.runtime import Runtime  # noqa: E402
+from lib.errors import NotFound  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +73,14 @@ class Seg3DApp(MONAILabelApp):
             auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
             read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
         )
+
+    def infer(self, request: dict[str, Any], datastore: Datastore | None = None) -> dict[str, Any]:
+        """Refuse unknown image ids with a 404 naming the id (MONAI Label would pass an empty path on)."""
+        image = request.get("image")
+        store = datastore or self.datastore()
+        if isinstance(image, str) and not os.path.exists(image) and not store.get_image_uri(image):
+            raise NotFound(f"Image not found: {image!r} is not in the datastore")
+        return super().infer(request, datastore)
 
     def init_infers(self) -> dict[str, InferTask]:
         return {"sam3d": self.sam3d_config.infer()}

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from lib.cache import BoundedCache
 from lib.engine.model_store import ModelStore
@@ -15,15 +16,13 @@ from lib.prompts.geometry import (
     Crop,
     apply_affine,
     original_to_volume,
+    paste_crop_mask,
     place_crop,
-    resample_logits_to_original,
     sample_crop,
 )
 from lib.transforms.preprocess import ModelVolume
 
 logger = logging.getLogger(__name__)
-
-OUTSIDE_LOGIT = -20.0
 
 
 @dataclass(frozen=True)
@@ -169,10 +168,12 @@ class InteractivePredictor:
         return Segmentation(passes=passes, model_version=version, embedding_hits=hits)
 
     @staticmethod
-    def to_original_logits(volume: ModelVolume, segmentation: Segmentation) -> torch.Tensor:
-        """Logits on the stored image's grid: coarse pass first, the fine pass overwriting where it reaches."""
-        out = torch.full(volume.original_shape, OUTSIDE_LOGIT, dtype=torch.float32)
+    def to_original_mask(volume: ModelVolume, segmentation: Segmentation) -> torch.Tensor:
+        """The mask on the stored image's grid: each pass's logits upsampled to its crop and thresholded (as the
+        reference does), then looked up by nearest neighbour; the fine pass overwrites the coarse one."""
+        out = torch.zeros(volume.original_shape, dtype=torch.bool)
         orig_to_vol = original_to_volume(volume.original_affine, volume.affine)
         for p in segmentation.passes:
-            resample_logits_to_original(p.logits, p.crop, orig_to_vol, volume.original_shape, out)
+            mask = F.interpolate(p.logits, size=(p.crop.size,) * 3, mode="trilinear", align_corners=False)[0, 0] > 0
+            paste_crop_mask(mask, p.crop, orig_to_vol, volume.original_shape, out)
         return out

@@ -14,6 +14,7 @@ from monai.data import MetaTensor
 from monai.transforms import LoadImage
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
+from monailabel.transform.writer import Writer
 
 from lib.engine.predictor import InteractivePredictor
 from lib.engine.sessions import ObjectSessions
@@ -75,6 +76,15 @@ class Sam3DInfer(BasicInferTask):
     def post_transforms(self, data=None) -> Sequence[Callable]:
         return []
 
+    def writer(self, data: dict[str, Any], extension=None, dtype=None) -> tuple[Any, Any]:
+        """NIfTI results through nibabel (fast, and no ITK start-up on the first click); other formats as MONAI
+        Label writes them."""
+        ext = data.get("result_extension") or ".nii.gz"
+        if ext in (".nii", ".nii.gz"):
+            data["result_extension"] = ext
+            return Writer(label=self.output_label_key, json=self.output_json_key, nibabel=True)(data)
+        return super().writer(data, extension, dtype)
+
     def run_inferer(self, data: dict[str, Any], convert_to_batch: bool = True, device: str = "cuda") -> dict:
         volume: ModelVolume = data["volume"]
         shape = volume.original_shape
@@ -116,8 +126,7 @@ class Sam3DInfer(BasicInferTask):
         model_ms = (time.perf_counter() - start) * 1000
         self.sessions.store(object_key, foreground, background, segmentation)
 
-        logits = self.predictor.to_original_logits(volume, segmentation)
-        mask = (logits > 0).to(torch.uint8)
+        mask = self.predictor.to_original_mask(volume, segmentation).to(torch.uint8)
         if roi is not None:
             bounded = torch.zeros_like(mask)
             (i0, i1), (j0, j1), (k0, k1) = roi.astype(int)

@@ -125,28 +125,47 @@ def crop_bounds_in_original(crop: Crop, original_to_vol: np.ndarray, original_sh
     return lo, hi
 
 
-def resample_logits_to_original(
-    low_res_logits: torch.Tensor,
-    crop: Crop,
-    original_to_vol: np.ndarray,
-    original_shape: tuple[int, int, int],
-    out: torch.Tensor,
-) -> None:
-    """Write crop logits (1, 1, r, r, r) into ``out`` (original grid, float) at the original voxels the crop covers.
+def _axis_permutation(matrix: np.ndarray) -> list[int] | None:
+    """For a map whose 3x3 part only permutes, flips and scales axes: the source axis of each output axis."""
+    linear = np.asarray(matrix)[:3, :3]
+    nonzero = np.abs(linear) > 1e-6 * np.abs(linear).max()
+    if not (nonzero.sum(axis=0) == 1).all() or not (nonzero.sum(axis=1) == 1).all():
+        return None
+    return [int(np.argmax(nonzero[:, a])) for a in range(3)]
 
-    Equivalent to the reference's trilinear upsampling to the crop size followed by resampling onto the original
-    grid, done in one trilinear lookup.
+
+def paste_crop_mask(
+    mask: torch.Tensor, crop: Crop, original_to_vol: np.ndarray, original_shape: tuple[int, ...], out: torch.Tensor
+) -> None:
+    """Write a crop-resolution mask (``crop.size``^3, bool) into ``out`` (the original grid) by nearest neighbour,
+    at the original voxels the crop covers.
+
+    Orthogonal grids (reorientation and spacing only, the usual case) take a separable index lookup; oblique ones
+    fall back to ``grid_sample``.
     """
     lo, hi = crop_bounds_in_original(crop, original_to_vol, original_shape)
     shape = tuple(int(h - low) for low, h in zip(lo, hi, strict=True))
     if min(shape) <= 0:
         return
     original_to_crop = crop.volume_to_crop @ original_to_vol
+    source_axes = _axis_permutation(original_to_crop)
+    region = out[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+    if source_axes is not None:
+        values, target = mask.permute(*source_axes), []
+        for a, p in enumerate(source_axes):
+            coordinate = original_to_crop[p, a] * np.arange(lo[a], hi[a]) + original_to_crop[p, 3]
+            nearest = np.floor(coordinate + 0.5).astype(np.int64)
+            valid = np.flatnonzero((nearest >= 0) & (nearest < crop.size))  # contiguous: the map is monotonic
+            if len(valid) == 0:
+                return
+            target.append(slice(int(valid[0]), int(valid[-1]) + 1))
+            values = values.index_select(a, torch.as_tensor(nearest[valid]))
+        region[tuple(target)] = values
+        return
     grid = _normalised_grid(original_to_crop, shape, (crop.size,) * 3, tuple(int(v) for v in lo))
-    sampled = F.grid_sample(low_res_logits.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    sampled = F.grid_sample(mask[None, None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
     inside = (grid.abs() <= 1.0).all(dim=-1)[0]
-    region = out[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
-    region[inside] = sampled[0, 0][inside]
+    region[inside] = sampled[0, 0][inside].to(region.dtype)
 
 
 def mask_to_crop_logits(

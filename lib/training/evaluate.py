@@ -47,6 +47,6 @@ def click_curve(
             apply_affine(orig_to_vol, np.asarray(background).reshape(-1, 3)),
             previous=previous,
         )
-        prediction = (predictor.to_original_logits(volume, previous) > 0).numpy()
+        prediction = predictor.to_original_mask(volume, previous).numpy()
         dices.append(dice(prediction, target))
     return dices, clicks
