@@ -1,0 +1,84 @@
+"""Interactive predictor: embedding cache hits, misses and invalidation; the infer task run the way the server does."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import nibabel as nib
+import numpy as np
+import pytest
+from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Spacingd
+
+from lib.engine.model_store import ModelStore
+from lib.engine.predictor import InteractivePredictor
+from lib.infers.sam3d import Sam3DInfer
+from lib.prompts.geometry import apply_affine, original_to_volume
+from lib.transforms.preprocess import VolumeCache, load_model_volume
+from tests.conftest import lps_anisotropic_affine, write_nifti
+
+
+@pytest.fixture()
+def image_path(tmp_path):
+    rng = np.random.default_rng(0)
+    array = rng.normal(100, 10, size=(90, 80, 60)).astype(np.float32)
+    array[30:60, 20:50, 20:40] += 200
+    return write_nifti(tmp_path / "image.nii.gz", array, lps_anisotropic_affine(spacing=(1.6, 1.5, 2.0)))
+
+
+def volume_clicks(volume, points):
+    return apply_affine(original_to_volume(volume.original_affine, volume.affine), np.asarray(points, dtype=float))
+
+
+def test_follow_up_clicks_hit_the_embedding_cache(starter_checkpoint, image_path):
+    predictor = InteractivePredictor(ModelStore(starter_checkpoint))
+    volume = load_model_volume(str(image_path), 1.5)
+    fg = volume_clicks(volume, [[45, 35, 30]])
+    first = predictor.segment(volume, fg, np.zeros((0, 3)), follow_border=False)
+    second = predictor.segment(volume, fg, volume_clicks(volume, [[10, 10, 10]]), previous=first, follow_border=False)
+    assert first.embedding_hits == [False] and second.embedding_hits == [True]
+    assert predictor.embeddings.stats.misses == 1 and predictor.embeddings.stats.hits == 1
+    assert second.fine.crop == first.fine.crop
+
+
+def test_embeddings_are_invalidated_when_the_weights_change(starter_checkpoint, image_path, tmp_path):
+    checkpoint = tmp_path / "weights.pt"
+    checkpoint.write_bytes(starter_checkpoint.read_bytes())
+    predictor = InteractivePredictor(ModelStore(checkpoint))
+    volume = load_model_volume(str(image_path), 1.5)
+    fg = volume_clicks(volume, [[45, 35, 30]])
+    before = predictor.segment(volume, fg, np.zeros((0, 3)), follow_border=False)
+    assert len(predictor.embeddings) == 1
+    time.sleep(0.01)
+    checkpoint.write_bytes(starter_checkpoint.read_bytes())  # the trainer publishing new weights
+    os.utime(checkpoint)
+    after = predictor.segment(volume, fg, np.zeros((0, 3)), previous=before, follow_border=False)
+    assert after.model_version != before.model_version
+    assert after.embedding_hits == [False] and len(predictor.embeddings) == 1  # the stale entry was dropped
+
+
+def test_embedding_cache_is_bounded(starter_checkpoint, tmp_path):
+    long_image = np.random.default_rng(1).normal(100, 10, size=(300, 40, 30)).astype(np.float32)
+    volume = load_model_volume(str(write_nifti(tmp_path / "long.nii.gz", long_image, np.eye(4))), 1.5)
+    one_embedding = 192 * 8 * 8 * 8 * 4
+    predictor = InteractivePredictor(ModelStore(starter_checkpoint), embedding_cache_bytes=2 * one_embedding)
+    for point in ([10, 20, 15], [150, 20, 15], [290, 20, 15]):  # three different crops along the long axis
+        predictor.segment(volume, volume_clicks(volume, [point]), np.zeros((0, 3)), follow_border=False)
+    assert len(predictor.embeddings) == 2 and predictor.embeddings.stats.evictions == 1
+
+
+def test_spacingd_trap_and_the_infer_task_as_the_server_runs_it(starter_checkpoint, image_path):
+    # MONAI 1.6's Spacingd fails on the string 'image_path' entry that BasicInferTask adds to every request
+    plain = Compose([LoadImaged("image"), EnsureChannelFirstd("image"), Spacingd("image", pixdim=1.5)])
+    with pytest.raises(RuntimeError):
+        plain({"image": str(image_path), "image_path": str(image_path)})
+    store = ModelStore(starter_checkpoint)
+    task = Sam3DInfer(InteractivePredictor(store), VolumeCache(1.5, 1 << 30), {"object": 1},
+                      model_files=lambda: [str(starter_checkpoint)])
+    label_file, result = task({"image": str(image_path), "foreground": [[45, 35, 30]], "device": "cpu"})
+    label = nib.load(label_file)
+    image = nib.load(image_path)
+    assert label.shape == image.shape and np.allclose(label.affine, image.affine, atol=1e-4)
+    assert set(np.unique(np.asarray(label.dataobj))) <= {0, 1}
+    assert result["model_version"] == store.current_version() and result["latencies"]["total"] > 0
+    os.remove(label_file)
