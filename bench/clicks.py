@@ -9,19 +9,16 @@ previous logits fed back). The baseline is fed exactly the clicks the model rece
 from __future__ import annotations
 
 import time
-from collections import defaultdict
+from dataclasses import replace
 
 import numpy as np
 import torch
-from monai.transforms import LoadImage
 
 from bench.common import emit, machine, parser, studies_with_classes
 from bench.random_walker import random_walker_mask
 from lib.engine.model_store import ModelStore
 from lib.engine.predictor import InteractivePredictor
-from lib.engine.runtime import MODEL_SPACING_MM
-from lib.training.evaluate import click_curve, dice
-from lib.transforms.preprocess import load_model_volume
+from lib.training.evaluate import click_trials, dice, mean_dice_table
 
 REPORTED_CLICKS = (1, 3, 5, 10)
 
@@ -34,42 +31,30 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     pairs, classes = studies_with_classes(args.data)
     predictor = InteractivePredictor(ModelStore(args.checkpoint, args.encoder_checkpoint))
-    reported = [n for n in REPORTED_CLICKS if n <= args.clicks]
-    model_dice: dict[str, list[list[float]]] = defaultdict(list)
-    baseline_dice: dict[str, list[list[float]]] = defaultdict(list)
+    reported = tuple(n for n in REPORTED_CLICKS if n <= args.clicks)
+    trials, baseline_trials = [], []
     seconds = {"model": 0.0, "baseline": 0.0}
-    for image_path, label_path in pairs:
-        volume = load_model_volume(str(image_path), MODEL_SPACING_MM)
-        label = np.asarray(LoadImage(image_only=True)(str(label_path))).squeeze().astype(np.int64)
-        for index, name in classes.items():
-            target = label == index
-            if not target.any():
-                continue
-            start = time.perf_counter()
-            curve, clicks = click_curve(predictor, volume, target, args.clicks)
-            seconds["model"] += time.perf_counter() - start
-            start = time.perf_counter()
-            baseline = [dice(random_walker_mask(volume, clicks[:n]), target) for n in reported]
-            seconds["baseline"] += time.perf_counter() - start
-            model_dice[name].append([curve[n - 1] for n in reported])
-            baseline_dice[name].append(baseline)
-            print(f"{image_path.name} {name}: model {np.round(model_dice[name][-1], 3)} "
-                  f"random walker {np.round(baseline, 3)}", flush=True)
-
-    def table(results: dict[str, list[list[float]]]) -> dict:
-        per_class = {name: dict(zip(map(str, reported), np.mean(v, axis=0).round(4).tolist(), strict=True))
-                     for name, v in results.items()}
-        per_class["mean"] = {str(n): round(float(np.mean([c[str(n)] for c in per_class.values()])), 4)
-                             for n in reported}
-        return per_class
-
-    model_table, baseline_table = table(model_dice), table(baseline_dice)
+    start = time.perf_counter()
+    for trial in click_trials(predictor, pairs, classes, args.clicks):
+        seconds["model"] += time.perf_counter() - start
+        start = time.perf_counter()
+        baseline = [dice(random_walker_mask(trial.volume, trial.clicks[:n]), trial.target) if n in reported
+                    else float("nan") for n in range(1, args.clicks + 1)]
+        seconds["baseline"] += time.perf_counter() - start
+        trials.append(trial)
+        baseline_trials.append(replace(trial, dices=baseline))
+        print(f"{trial.image} {trial.class_name}: model {np.round([trial.dices[n - 1] for n in reported], 3)} "
+              f"random walker {np.round([baseline[n - 1] for n in reported], 3)}", flush=True)
+        start = time.perf_counter()
+    model_table, baseline_table = mean_dice_table(trials, reported), mean_dice_table(baseline_trials, reported)
     at5 = "5" if "5" in model_table["mean"] else str(reported[-1])
     emit({
         "benchmark": "clicks",
         "data": str(args.data),
         "checkpoint": str(args.checkpoint),
         "volumes": len(pairs),
+        "protocol": "next click at the most interior voxel of the largest error region; the random walker "
+                    "baseline gets the same clicks the model received",
         "dice": {"model": model_table, "random_walker": baseline_table},
         "model_beats_baseline_at_5_clicks": model_table["mean"][at5] > baseline_table["mean"][at5],
         "seconds": {k: round(v, 1) for k, v in seconds.items()},

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
+from monai.transforms import LoadImage
 
 from lib.engine.predictor import InteractivePredictor, Segmentation
+from lib.engine.runtime import MODEL_SPACING_MM
 from lib.prompts.clicks import next_click
 from lib.prompts.geometry import apply_affine, original_to_volume
-from lib.transforms.preprocess import ModelVolume
+from lib.transforms.preprocess import ModelVolume, load_model_volume
 
 
 def dice(prediction: np.ndarray, target: np.ndarray) -> float:
@@ -50,3 +56,40 @@ def click_curve(
         prediction = predictor.to_original_mask(volume, previous).numpy()
         dices.append(dice(prediction, target))
     return dices, clicks
+
+
+@dataclass
+class ClickTrial:
+    """One simulated interaction: an object in a labelled volume and what ``num_clicks`` clicks achieved."""
+
+    image: str
+    class_name: str
+    volume: ModelVolume
+    target: np.ndarray
+    dices: list[float]
+    clicks: list[Click]
+
+
+def click_trials(
+    predictor: InteractivePredictor, pairs: list[tuple[Path, Path]], classes: dict[int, str], num_clicks: int
+) -> Iterator[ClickTrial]:
+    """Run :func:`click_curve` for every class present in every (image, label) pair."""
+    for image_path, label_path in pairs:
+        volume = load_model_volume(str(image_path), MODEL_SPACING_MM)
+        label = np.asarray(LoadImage(image_only=True)(str(label_path))).squeeze().astype(np.int64)
+        for index, name in classes.items():
+            target = label == index
+            if target.any():
+                dices, clicks = click_curve(predictor, volume, target, num_clicks)
+                yield ClickTrial(image_path.name, name, volume, target, dices, clicks)
+
+
+def mean_dice_table(trials: list[ClickTrial], reported: tuple[int, ...]) -> dict[str, dict[str, float]]:
+    """Mean Dice per class (and over classes) after each reported click count."""
+    per_class: dict[str, list[list[float]]] = {}
+    for t in trials:
+        per_class.setdefault(t.class_name, []).append([t.dices[n - 1] for n in reported])
+    table = {name: dict(zip(map(str, reported), np.mean(v, axis=0).round(4).tolist(), strict=True))
+             for name, v in per_class.items()}
+    table["mean"] = {str(n): round(float(np.mean([c[str(n)] for c in table.values()])), 4) for n in reported}
+    return table

@@ -22,16 +22,20 @@ from monai.losses import DiceCELoss
 from monai.utils import set_determinism
 
 from lib.data.classes import read_class_names
+from lib.engine.model_store import ModelStore
+from lib.engine.predictor import InteractivePredictor
 from lib.engine.runtime import MODEL_SPACING_MM
 from lib.model import Sam3D, build_sam3d, save_sam3d
 from lib.prompts.geometry import place_crop, sample_crop
+from lib.training.evaluate import click_trials, mean_dice_table
 from lib.training.interactive import simulated_click_loss
 from lib.training.studies import labeled_pairs
 from lib.transforms.preprocess import load_model_label, load_model_volume
 
 logger = logging.getLogger("pretrain")
 
-ZOOMS = (1.0, 1.0, 1.0, 1.5, 2.0)  # mostly full resolution; some coarse passes, as the predictor uses them
+ZOOMS = (1.0, 1.0, 1.0, 1.5, 2.0)
+EVAL_CLICKS = (1, 5, 10)  # mostly full resolution; some coarse passes, as the predictor uses them
 
 
 @dataclass
@@ -118,6 +122,17 @@ def train(model: Sam3D, volumes: list[TrainingVolume], minutes: float, max_click
     return {"steps": step, "train_seconds": round(time.perf_counter() - start, 1)}
 
 
+def evaluate(checkpoint: Path, eval_data: Path) -> dict:
+    """Dice at 1, 5 and 10 simulated clicks per class on held-out volumes, through the serving predictor."""
+    start = time.perf_counter()
+    pairs = labeled_pairs(eval_data)
+    predictor = InteractivePredictor(ModelStore(checkpoint))
+    trials = list(click_trials(predictor, pairs, read_class_names(eval_data), max(EVAL_CLICKS)))
+    return {"eval_data": str(eval_data), "eval_volumes": len(pairs),
+            "dice_at_clicks": mean_dice_table(trials, EVAL_CLICKS),
+            "eval_seconds": round(time.perf_counter() - start, 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("data/sample/train"))
@@ -129,12 +144,20 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--hold-out", default="lateral_ventricles", help="comma-separated class names not trained")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--evaluate-only", action="store_true", help="only (re)evaluate --out and update its record")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     set_determinism(args.seed)
     rng = np.random.default_rng(args.seed)
     hold_out = {n for n in args.hold_out.split(",") if n}
+    record_path = args.out.with_suffix(".json")
+    if args.evaluate_only:
+        record = json.loads(record_path.read_text())
+        record.update(evaluate(args.out, args.eval_data))
+        record_path.write_text(json.dumps(record, indent=2) + "\n")
+        logger.info("evaluated %s: %s", args.out, record["dice_at_clicks"])
+        return
 
     wall = time.perf_counter()
     volumes = load_training_volumes(args.data, hold_out)
@@ -153,7 +176,8 @@ def main() -> None:
         "torch_threads": args.threads,
     }
     save_sam3d(model, args.out, half=True, record=record)
-    args.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    record.update(evaluate(args.out, args.eval_data))
+    record_path.write_text(json.dumps(record, indent=2) + "\n")
     logger.info("saved %s: %s", args.out, record)
 
 
