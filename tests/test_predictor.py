@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import time
+from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Spacingd
 
 from lib.engine.model_store import ModelStore
@@ -82,3 +84,24 @@ def test_spacingd_trap_and_the_infer_task_as_the_server_runs_it(starter_checkpoi
     assert set(np.unique(np.asarray(label.dataobj))) <= {0, 1}
     assert result["model_version"] == store.current_version() and result["latencies"]["total"] > 0
     os.remove(label_file)
+
+
+def test_border_following_adds_a_coarse_pass_only_for_open_faces(starter_checkpoint):
+    from lib.engine.predictor import touches_open_border
+    from lib.prompts.geometry import Crop
+
+    volume_shape = (300, 128, 128)
+    logits = torch.full((1, 1, 32, 32, 32), -5.0)
+    logits[0, 0, 10:20, 10:20, 10:20] = 5.0
+    inside = Crop(origin=(100.0, 0.0, 0.0))
+    assert not touches_open_border(logits, inside, volume_shape)
+    logits[0, 0, 31, 10:20, 10:20] = 5.0  # reaches the crop's last slice along the long axis: the volume goes on
+    assert touches_open_border(logits, inside, volume_shape)
+    at_the_end = Crop(origin=(172.0, 0.0, 0.0))  # the crop's last slice is the volume's last slice
+    assert not touches_open_border(logits, at_the_end, volume_shape)
+    predictor = InteractivePredictor(ModelStore(starter_checkpoint))
+    image = torch.zeros((1, *volume_shape))
+    volume = SimpleNamespace(image=image)
+    coarse = predictor.coarse_crop(volume, inside)
+    low, high = coarse.extent()
+    assert coarse.zoom > 1 and low[0] <= -0.5 and high[0] >= 299.5  # the coarse pass sees the whole object
