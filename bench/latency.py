@@ -62,7 +62,7 @@ def click_plan(pairs, classes, count: int) -> list[tuple[str, str, list[int], li
         index, name = next(iter(sorted(classes.items())))
         target = label == index
         first, _ = next_click(np.zeros_like(target), target)
-        second, _ = next_click(~target & (np.arange(target.shape[0])[:, None, None] < target.shape[0] // 2), target)
+        second, _ = next_click(np.ones_like(target), target)  # the most interior background voxel
         image_id = image_path.name.split(".")[0]
         plan.append((image_id, name, first.tolist(), second.tolist()))
     return plan

@@ -46,10 +46,6 @@ class ModelStore:
                 self._loaded = (version, model)
             return self._loaded[1], self._loaded[0]
 
-    @property
-    def variant(self) -> str:
-        return self.get()[0].variant
-
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"

@@ -114,13 +114,14 @@ class InteractivePredictor:
             )
         return logits.cpu()
 
-    def fine_crop(self, volume: ModelVolume, foreground: np.ndarray, roi_center: np.ndarray | None,
+    def fine_crop(self, volume: ModelVolume, foreground: np.ndarray, anchor: np.ndarray | None,
                   previous_crop: Crop | None) -> Crop:
-        """Keep the previous crop while every foreground click stays well inside it; otherwise centre a new one."""
+        """Keep the previous crop while every foreground click stays well inside it; otherwise centre a new one on
+        ``anchor`` (an ROI centre) if given, else on the foreground clicks."""
         size = self.model()[0].img_size
         if previous_crop is not None and previous_crop.zoom == 1.0 and previous_crop.contains(foreground, margin=4.0):
             return previous_crop
-        center = roi_center if roi_center is not None else foreground.mean(axis=0)
+        center = anchor if anchor is not None else foreground.mean(axis=0)
         return place_crop(center, tuple(volume.image.shape[1:]), size=size)
 
     def coarse_crop(self, volume: ModelVolume, fine: Crop) -> Crop | None:
@@ -139,7 +140,7 @@ class InteractivePredictor:
         background: np.ndarray,
         previous: Segmentation | None = None,
         previous_fine_logits: torch.Tensor | None = None,
-        roi_center: np.ndarray | None = None,
+        anchor: np.ndarray | None = None,
         follow_border: bool = True,
     ) -> Segmentation:
         """Predict the object marked by clicks (model-space voxel coordinates).
@@ -151,7 +152,7 @@ class InteractivePredictor:
         model, version = self.model()
         if previous is not None and previous.model_version != version:
             previous = None
-        fine = self.fine_crop(volume, foreground, roi_center, previous.fine.crop if previous else None)
+        fine = self.fine_crop(volume, foreground, anchor, previous.fine.crop if previous else None)
         prior = previous.pass_at(fine) if previous else previous_fine_logits
         embedding, hit = self.embedding(model, version, volume, fine)
         logits = self.decode(model, embedding, fine, foreground, background, prior)

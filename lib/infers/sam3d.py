@@ -100,28 +100,24 @@ class Sam3DInfer(BasicInferTask):
         orig_to_vol = original_to_volume(volume.original_affine, volume.affine)
         fg_vol = apply_affine(orig_to_vol, foreground)
         bg_vol = apply_affine(orig_to_vol, background)
-        roi_center = apply_affine(orig_to_vol, roi.mean(axis=1)[None])[0] if roi is not None else None
-        if len(fg_vol) == 0:
-            fg_vol_for_crop = apply_affine(orig_to_vol, np.argwhere(previous_mask.numpy()).mean(axis=0)[None])
+        if roi is not None:
+            anchor = apply_affine(orig_to_vol, roi.mean(axis=1)[None])[0]
+        elif previous_mask is not None and len(foreground) == 0:
+            anchor = apply_affine(orig_to_vol, np.argwhere(previous_mask.numpy()).mean(axis=0)[None])[0]
         else:
-            fg_vol_for_crop = fg_vol
+            anchor = None
 
         object_key = (volume.source, str(data.get("label_name") or data.get("label") or ""), data.get("client_id"))
         previous = None if previous_mask is not None else self.sessions.previous(object_key, foreground, background)
         previous_fine_logits = None
         if previous_mask is not None:
-            crop = self.predictor.fine_crop(volume, fg_vol_for_crop, roi_center, None)
-            resolution = self.predictor.model()[0].img_size // 4
+            crop = self.predictor.fine_crop(volume, fg_vol, anchor, None)
+            resolution = self.predictor.model()[0].low_res_size
             previous_fine_logits = mask_to_crop_logits(previous_mask, crop, orig_to_vol, resolution)
 
         start = time.perf_counter()
         segmentation = self.predictor.segment(
-            volume,
-            fg_vol if len(fg_vol) else np.zeros((0, 3)),
-            bg_vol,
-            previous=previous,
-            previous_fine_logits=previous_fine_logits,
-            roi_center=roi_center if len(fg_vol) else fg_vol_for_crop[0],
+            volume, fg_vol, bg_vol, previous=previous, previous_fine_logits=previous_fine_logits, anchor=anchor
         )
         model_ms = (time.perf_counter() - start) * 1000
         self.sessions.store(object_key, foreground, background, segmentation)
