@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import nibabel as nib
@@ -105,3 +106,18 @@ def test_border_following_adds_a_coarse_pass_only_for_open_faces(starter_checkpo
     coarse = predictor.coarse_crop(volume, inside)
     low, high = coarse.extent()
     assert coarse.zoom > 1 and low[0] <= -0.5 and high[0] >= 299.5  # the coarse pass sees the whole object
+
+
+def test_concurrent_clients_share_one_encoder_run_and_get_their_own_results(starter_checkpoint, image_path):
+    predictor = InteractivePredictor(ModelStore(starter_checkpoint))
+    volume = load_model_volume(str(image_path), 1.5)
+    clicks = [volume_clicks(volume, [[45, 35, 30 + k]]) for k in range(4)]
+    expected = [predictor.to_original_mask(volume, predictor.segment(volume, c, np.zeros((0, 3)))) for c in clicks]
+    predictor.embeddings.clear()
+    misses_before = predictor.embeddings.stats.misses
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(
+            lambda c: predictor.to_original_mask(volume, predictor.segment(volume, c, np.zeros((0, 3)))), clicks
+        ))
+    assert predictor.embeddings.stats.misses - misses_before == 1
+    assert all(torch.equal(r, e) for r, e in zip(results, expected, strict=True))
