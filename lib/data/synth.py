@@ -22,6 +22,7 @@ class Subject:
     affine: np.ndarray
     orientation: str
     spacing: tuple[float, float, float]
+    warp: np.ndarray  # template world -> subject world (before the elastic part)
 
 
 def orientation_matrix(code: str) -> np.ndarray:
@@ -94,4 +95,4 @@ def make_subject(template: Template, rng: np.random.Generator, margin_mm: float 
     sigma = rng.uniform(0.01, 0.04)
     noisy = np.sqrt((t1 * bias + rng.normal(0, sigma, shape)) ** 2 + rng.normal(0, sigma, shape) ** 2)
     image = np.clip(noisy * 1000.0, 0, 32767).astype(np.int16)
-    return Subject(image=image, labels=labels, affine=affine, orientation=orientation, spacing=spacing)
+    return Subject(image=image, labels=labels, affine=affine, orientation=orientation, spacing=spacing, warp=warp)
