@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -77,4 +78,6 @@ def running_server(studies: Path, conf: dict[str, str], log_path: Path, timeout:
 
 
 def client(url: str) -> MONAILabelClient:
-    return MONAILabelClient(server_url=url)
+    """A client with its own download folder: the server deletes its result file (same name) from the shared /tmp
+    right after responding, which would race with a client saving into /tmp on the same machine."""
+    return MONAILabelClient(server_url=url, tmpdir=tempfile.mkdtemp(prefix="seg3d-client-"))

@@ -6,12 +6,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-DATASTORE_JSON = "datastore_v2.json"
+CLASSES_TXT = "classes.txt"
+DATASTORE_JSON = "datastore_v2.json"  # MONAI Label LocalDatastore's file; per-label ``info`` holds what clients sent
 
 
 def parse_label_info(info: Any) -> dict[int, str]:
     """Names from a label's info as 3D Slicer / OHIF send it: ``label_info`` ([{"name", "idx"}, ...]) or
-    ``label_names`` ({name: idx})."""
+    ``label_names`` ({name: idx}); background (index 0) is dropped."""
     names: dict[int, str] = {}
     if not isinstance(info, dict):
         return names
@@ -27,6 +28,7 @@ def parse_label_info(info: Any) -> dict[int, str]:
 
 
 def read_classes_txt(path: Path) -> dict[int, str]:
+    """``index name`` lines; anything else is skipped."""
     names = {}
     for line in path.read_text().splitlines():
         parts = line.split(maxsplit=1)
@@ -37,14 +39,15 @@ def read_classes_txt(path: Path) -> dict[int, str]:
 
 def read_class_names(studies: Path) -> dict[int, str]:
     """``{index: name}``: ``classes.txt`` first, then every final label's info in the datastore (later wins)."""
+    studies = Path(studies)
     names: dict[int, str] = {}
-    if (studies / "classes.txt").is_file():
-        names.update(read_classes_txt(studies / "classes.txt"))
+    if (studies / CLASSES_TXT).is_file():
+        names.update(read_classes_txt(studies / CLASSES_TXT))
     datastore = studies / DATASTORE_JSON
     if datastore.is_file():
         try:
             objects = json.loads(datastore.read_text()).get("objects", {})
-        except (OSError, json.JSONDecodeError):
+        except (OSError, ValueError):
             objects = {}
         for obj in objects.values():
             final = (obj.get("labels") or {}).get("final") or {}

@@ -26,75 +26,65 @@ def get_rel_pos(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor
 class Attention(nn.Module):
     """Multi-head self-attention over a cubic token grid with SAM-Med3D's decomposed relative positions.
 
-    ``window_size > grid`` reproduces SAM-Med3D's windowed blocks, where the token grid is zero-padded (after
-    ``norm1``) to one ``window_size``^3 window: padded keys equal the key bias, padded values the value bias, and
-    they take part in the softmax. Only the real queries are computed, and all padded keys are folded into one
-    virtual key whose logit is the log-sum-exp of their logits (the position terms factorise per axis), which is
-    exact and costs a few percent of the padded attention.
+    ``window_size`` larger than the grid reproduces SAM-Med3D's windowed blocks, where the token grid is zero-padded
+    (after ``norm1``) to one ``window_size``^3 window: padded keys equal the key bias, padded values the value bias,
+    and they take part in the softmax. Only the real queries are computed, and all padded keys are folded into one
+    virtual key (key bias, value bias) whose logit carries the log-sum-exp of the padded keys' position terms (they
+    factorise per key axis), which is exact and costs a few percent of the padded attention.
 
     The relative-position terms are broadcast onto the key axes exactly as the reference does
     (``rel_d[:, :, :, :, None, None] + rel_h[:, :, :, None, :, None] + rel_w[:, :, :, None, None, :]`` on a
     ``(B, qd, qh, qw, kd, kh, kw)`` view); trained weights depend on it.
     """
 
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, use_rel_pos: bool = True,
-                 input_size: int = 8, window_size: int = 0) -> None:
+    def __init__(self, dim: int, num_heads: int, input_size: int = 8, window_size: int = 0) -> None:
         super().__init__()
         self.num_heads = num_heads
         head_dim = dim // num_heads
         self.scale = head_dim**-0.5
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
-        self.use_rel_pos = use_rel_pos
         self.window_size = window_size
-        if use_rel_pos:
-            size = window_size if window_size > 0 else input_size
-            self.rel_pos_d = nn.Parameter(torch.zeros(2 * size - 1, head_dim))
-            self.rel_pos_h = nn.Parameter(torch.zeros(2 * size - 1, head_dim))
-            self.rel_pos_w = nn.Parameter(torch.zeros(2 * size - 1, head_dim))
+        size = window_size if window_size > 0 else input_size
+        self.rel_pos_d = nn.Parameter(torch.zeros(2 * size - 1, head_dim))
+        self.rel_pos_h = nn.Parameter(torch.zeros(2 * size - 1, head_dim))
+        self.rel_pos_w = nn.Parameter(torch.zeros(2 * size - 1, head_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, d, h, w, c = x.shape
+        b, d, h, w, _ = x.shape
         if not d == h == w:
             raise ValueError(f"the 3D SAM encoder expects a cubic token grid, got {(d, h, w)}")
-        window = max(self.window_size, d)
+        if 0 < self.window_size < d:
+            raise ValueError(f"attention windows smaller than the token grid ({self.window_size} < {d}) are not "
+                             "supported")
         n = d * h * w
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # (B, heads, N, hd)
-        attn = (q * self.scale) @ k.transpose(-2, -1)
-        bias = self.qkv.bias.view(3, self.num_heads, -1) if self.qkv.bias is not None else None
-        padded = window > d
-        if self.use_rel_pos:
-            attn, pad_pos = self._rel_pos_terms(attn, q, bias, d, window)
-        if padded:
-            key_bias = bias[1] if bias is not None else q.new_zeros(q.shape[1], q.shape[-1])
-            virtual = (q * self.scale) @ key_bias[None, :, :, None]  # (B, heads, N, 1)
-            if self.use_rel_pos:
-                virtual = virtual + pad_pos.reshape(b, self.num_heads, n, 1)
-            else:
-                virtual = virtual + torch.log(torch.tensor(float(window**3 - n)))
-            attn = torch.cat([attn, virtual], dim=-1).softmax(dim=-1)
-            value_bias = bias[2] if bias is not None else v.new_zeros(v.shape[1], v.shape[-1])
-            out = attn[..., :n] @ v + attn[..., n:] * value_bias[None, :, None, :]
-        else:
+        q_bias, k_bias, v_bias = self.qkv.bias.view(3, 1, self.num_heads, 1, -1).unbind(0)  # (1, heads, 1, hd)
+        scaled = q * self.scale
+        attn, padded = self._rel_pos_terms(scaled @ k.transpose(-2, -1), q, q_bias, d)
+        if padded is None:
             out = attn.softmax(dim=-1) @ v
+        else:
+            virtual = scaled @ k_bias.transpose(-2, -1) + padded.reshape(b, self.num_heads, n, 1)
+            attn = torch.cat([attn, virtual], dim=-1).softmax(dim=-1)
+            out = attn[..., :n] @ v + attn[..., n:] * v_bias
         out = out.view(b, self.num_heads, d, h, w, -1).permute(0, 2, 3, 4, 1, 5).reshape(b, d, h, w, -1)
         return self.proj(out)
 
-    def _rel_pos_terms(self, attn: torch.Tensor, q: torch.Tensor, bias: torch.Tensor | None, g: int,
-                       window: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Add the position terms to the real-key logits; also return the padded keys' log-sum-exp terms."""
+    def _rel_pos_terms(self, attn: torch.Tensor, q: torch.Tensor, q_bias: torch.Tensor,
+                       g: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Add the position terms to the real keys' logits; with padding, also return the padded keys' log-sum-exp
+        of position terms per query (B, heads, g, g, g)."""
         b, heads, n, hd = q.shape
-        rd = get_rel_pos(window, window, self.rel_pos_d)[:g]  # query d < g
-        rh = get_rel_pos(window, window, self.rel_pos_h)[:g]
-        rw = get_rel_pos(window, window, self.rel_pos_w)  # indexed by a key axis: full window
+        window = max(self.window_size, g)
+        rd = get_rel_pos(window, window, self.rel_pos_d)[:g]  # indexed by the query's d < g
+        rh = get_rel_pos(window, window, self.rel_pos_h)[:g]  # by the query's h < g
+        rw = get_rel_pos(window, window, self.rel_pos_w)  # by a key axis: the full window
         qg = q.reshape(b, heads, g, g, g, hd)
-        if window > g:  # r_q at window positions past the grid are padded tokens: their query is the query bias
-            query_bias = bias[0] if bias is not None else q.new_zeros(heads, hd)
-            pad = query_bias.view(1, heads, 1, 1, 1, hd).expand(b, heads, g, g, window - g, hd)
-            q_ext = torch.cat([qg, pad], dim=4)
-        else:
-            q_ext = qg
+        # the reference reads r_q at window positions past the grid too: padded tokens, whose query is the query bias
+        pad = q_bias.view(1, heads, 1, 1, 1, hd).expand(b, heads, g, g, window - g, hd)
+        q_ext = torch.cat([qg, pad], dim=4)
         # term_d[qd,qh,qw,kw] = q(qd,qh,qw).Rd[qd,kw]; term_h[qd,qh,kd,kw] = q(qd,qh,kd).Rh[qh,kw];
         # term_w[qd,qh,kh,kw] = q(qd,qh,kh).Rw[kh,kw]  (the reference's broadcast)
         term_d = torch.einsum("bndhwc,dkc->bndhwk", qg, rd)
@@ -108,29 +98,27 @@ class Attention(nn.Module):
         ).view(b, heads, n, n)
         if window == g:
             return attn, None
-        lse_all = torch.logsumexp(
-            term_d + (torch.logsumexp(term_h, dim=4) + torch.logsumexp(term_w, dim=4))[:, :, :, :, None, :], dim=-1
-        )
-        lse_real = torch.logsumexp(
-            term_d[..., :g]
-            + (torch.logsumexp(term_h[..., :g, :g], dim=4) + torch.logsumexp(term_w[..., :g, :g], dim=4))[
-                :, :, :, :, None, :
-            ],
-            dim=-1,
-        )
-        lse_pad = lse_all + torch.log(-torch.expm1(lse_real - lse_all))
-        return attn, lse_pad
+
+        # padded keys: every kw >= g, and for kw < g those with kd >= g or kh >= g (sums of positive terms only)
+        h_real, h_pad = torch.logsumexp(term_h[..., :g, :], dim=4), torch.logsumexp(term_h[..., g:, :], dim=4)
+        w_real, w_pad = torch.logsumexp(term_w[..., :g, :], dim=4), torch.logsumexp(term_w[..., g:, :], dim=4)
+        w_all = torch.logaddexp(w_real, w_pad)
+        per_kw = torch.where(
+            torch.arange(window, device=q.device) < g,
+            torch.logaddexp(h_pad + w_all, h_real + w_pad),
+            torch.logaddexp(h_real, h_pad) + w_all,
+        )  # (B, heads, qd, qh, kw)
+        return attn, torch.logsumexp(term_d + per_kw[:, :, :, :, None, :], dim=-1)
 
 
 class Block3D(nn.Module):
     """SAM-Med3D block: ``x = x + attn(norm1(x)); x = x + mlp(norm2(x))``."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, norm_layer: type[nn.Module], window_size: int,
-                 input_size: int, use_rel_pos: bool = True) -> None:
+                 input_size: int) -> None:
         super().__init__()
         self.norm1 = norm_layer(dim)
-        self.attn = Attention(dim, num_heads, use_rel_pos=use_rel_pos, input_size=input_size,
-                              window_size=window_size)
+        self.attn = Attention(dim, num_heads, input_size=input_size, window_size=window_size)
         self.norm2 = norm_layer(dim)
         self.mlp = MLPBlock(dim, int(dim * mlp_ratio))
 

@@ -34,7 +34,8 @@ def detect_variant(state: dict[str, torch.Tensor]) -> str:
     keys = {k[len(ENCODER_PREFIX):] if k.startswith(ENCODER_PREFIX) else k for k in state}
     width = state.get("image_encoder.pos_embed", state.get("pos_embed"))
     if width is None:
-        raise ValueError("not a 3D SAM checkpoint: no image encoder 'pos_embed' key")
+        raise ValueError(f"not a 3D SAM checkpoint: no image encoder 'pos_embed' key among its {len(state)} keys "
+                         f"{sorted(state)[:5]}")
     depth = len({k.split(".")[1] for k in keys if k.startswith("blocks.")})
     student = "blocks.0.mlp.lin1.weight" in keys and "blocks.0.attn.qkv.weight" not in keys
     for name, config in VARIANTS.items():
@@ -45,9 +46,9 @@ def detect_variant(state: dict[str, torch.Tensor]) -> str:
 
 
 def _describe_mismatch(model: Sam3D, state: dict[str, torch.Tensor]) -> str:
-    expected, given = set(model.state_dict()), set(state)
-    missing, unexpected = sorted(expected - given), sorted(given - expected)
-    shapes = [k for k in expected & given if model.state_dict()[k].shape != state[k].shape]
+    own = model.state_dict()
+    missing, unexpected = sorted(own.keys() - state.keys()), sorted(state.keys() - own.keys())
+    shapes = sorted(k for k in own.keys() & state.keys() if own[k].shape != state[k].shape)
     return (f"{len(missing)} missing {missing[:5]}, {len(unexpected)} unexpected {unexpected[:5]}, "
             f"{len(shapes)} with other shapes {shapes[:5]}")
 
@@ -56,23 +57,32 @@ def load_sam3d(checkpoint: StateSource, encoder_checkpoint: StateSource | None =
                device: str | torch.device = "cpu") -> Sam3D:
     """Load a 3D SAM strictly from a path or state dict, in eval mode on ``device``.
 
-    ``checkpoint`` is a SAM-Med3D file (``{'model_state_dict': ...}`` or bare), a FastSAM3D full model, or one of
-    ours. ``encoder_checkpoint`` is a FastSAM3D student encoder file (keys without ``image_encoder.``): its
-    encoder replaces the checkpoint's, which then supplies the prompt encoder and mask decoder.
+    ``checkpoint`` is a SAM-Med3D file (``{'model_state_dict': ...}``, ``{'state_dict': ...}`` or bare), a FastSAM3D
+    full model, or one of ours (its ``variant`` entry names the variant; otherwise keys and shapes tell). Files are
+    read with ``map_location="cpu"`` first. ``encoder_checkpoint`` is a FastSAM3D student encoder file (keys without
+    ``image_encoder.``; of a full model only the encoder is used): it replaces the checkpoint's encoder, and the
+    checkpoint supplies the prompt encoder and mask decoder. Layouts that match no variant raise ``ValueError``.
     """
     raw = _read(checkpoint)
     state = dict(unwrap_state_dict(raw))
+    variant = raw.get("variant")
     if encoder_checkpoint is not None:
         encoder = unwrap_state_dict(_read(encoder_checkpoint))
-        encoder = {k[len(ENCODER_PREFIX):] if k.startswith(ENCODER_PREFIX) else k: v for k, v in encoder.items()}
+        if any(k.startswith(ENCODER_PREFIX) for k in encoder):  # a full model: take its encoder
+            encoder = {k[len(ENCODER_PREFIX):]: v for k, v in encoder.items() if k.startswith(ENCODER_PREFIX)}
         state = {k: v for k, v in state.items() if not k.startswith(ENCODER_PREFIX)}
         state.update({ENCODER_PREFIX + k: v for k, v in encoder.items()})
-    variant = raw.get("variant") if isinstance(raw.get("variant"), str) else detect_variant(state)
-    model = build_sam3d(variant)
+        variant = None  # the checkpoint's own variant no longer describes the encoder
+    elif "pos_embed" in state:
+        raise ValueError("this looks like a bare image-encoder file (e.g. the FastSAM3D student): pass it as "
+                         "encoder_checkpoint, with a SAM-Med3D checkpoint for the prompt encoder and mask decoder")
+    model = build_sam3d(variant if isinstance(variant, str) else detect_variant(state))
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise ValueError(f"checkpoint does not match the {variant} layout: {_describe_mismatch(model, state)}") from e
+        raise ValueError(
+            f"checkpoint does not match the {model.variant} layout: {_describe_mismatch(model, state)}"
+        ) from e
     return model.to(device).eval()
 
 

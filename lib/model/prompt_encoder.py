@@ -43,19 +43,18 @@ class PositionEmbeddingRandom3D(nn.Module):
 class PromptEncoder3D(nn.Module):
     """Embeds clicks (sparse) and a previous low-res mask (dense) for the mask decoder.
 
-    Box prompts need two corner embeddings that the official checkpoints do not have
-    (``num_point_embeddings == 2``); boxes are refused with a clear error for such weights.
+    Box prompts would need two corner embeddings that SAM-Med3D's prompt encoder does not have (the reference's
+    box path indexes ``point_embeddings[2]`` and ``[3]``, which do not exist), so boxes are refused.
     """
 
     def __init__(self, embed_dim: int, image_embedding_size: tuple[int, int, int],
-                 input_image_size: tuple[int, int, int], mask_in_chans: int = 16,
-                 num_point_embeddings: int = 2) -> None:
+                 input_image_size: tuple[int, int, int], mask_in_chans: int = 16) -> None:
         super().__init__()
         self.embed_dim = embed_dim
         self.input_image_size = input_image_size
         self.image_embedding_size = image_embedding_size
         self.pe_layer = PositionEmbeddingRandom3D(embed_dim // 3)
-        self.point_embeddings = nn.ModuleList(nn.Embedding(1, embed_dim) for _ in range(num_point_embeddings))
+        self.point_embeddings = nn.ModuleList(nn.Embedding(1, embed_dim) for _ in range(2))  # background, foreground
         self.not_a_point_embed = nn.Embedding(1, embed_dim)
         self.mask_downscaling = nn.Sequential(
             nn.Conv3d(1, mask_in_chans // 4, kernel_size=2, stride=2),
@@ -71,32 +70,26 @@ class PromptEncoder3D(nn.Module):
     def get_dense_pe(self) -> torch.Tensor:
         return self.pe_layer(self.image_embedding_size).unsqueeze(0)
 
-    def _embed_points(self, points: torch.Tensor, labels: torch.Tensor, pad: bool) -> torch.Tensor:
-        points = points + 0.5
-        if pad:
-            points = torch.cat([points, points.new_zeros((points.shape[0], 1, 3))], dim=1)
-            labels = torch.cat([labels, -labels.new_ones((labels.shape[0], 1))], dim=1)
+    def _embed_points(self, points: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Voxel-centre encodings plus the label embedding; SAM appends one padding point (label -1)."""
+        points = torch.cat([points + 0.5, points.new_zeros((points.shape[0], 1, 3))], dim=1)
+        labels = torch.cat([labels, -labels.new_ones((labels.shape[0], 1))], dim=1)
         embedding = self.pe_layer.forward_with_coords(points, self.input_image_size)
         embedding = torch.where((labels == -1)[..., None], self.not_a_point_embed.weight, embedding)
         embedding = embedding + (labels == 0)[..., None] * self.point_embeddings[0].weight
         return embedding + (labels == 1)[..., None] * self.point_embeddings[1].weight
 
-    def _embed_boxes(self, boxes: torch.Tensor) -> torch.Tensor:
-        if len(self.point_embeddings) < 4:
-            raise ValueError("box prompts are not supported by these weights (no box corner embeddings)")
-        corners = self.pe_layer.forward_with_coords((boxes + 0.5).reshape(-1, 2, 3), self.input_image_size)
-        return torch.stack([corners[:, 0] + self.point_embeddings[2].weight[0],
-                            corners[:, 1] + self.point_embeddings[3].weight[0]], dim=1)
-
     def forward(self, points: tuple[torch.Tensor, torch.Tensor] | None, boxes: torch.Tensor | None,
                 masks: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        batch = next((t.shape[0] for t in (points[0] if points else None, boxes, masks) if t is not None), 1)
-        device = self.no_mask_embed.weight.device
-        sparse = torch.empty((batch, 0, self.embed_dim), device=device)
-        if points is not None:
-            sparse = torch.cat([sparse, self._embed_points(points[0], points[1], pad=boxes is None)], dim=1)
+        """Sparse (B, N + 1, C) point embeddings and dense (B, C, X, Y, Z) mask embeddings."""
         if boxes is not None:
-            sparse = torch.cat([sparse, self._embed_boxes(boxes)], dim=1)
+            raise ValueError("box prompts are not supported: the SAM-Med3D prompt encoder has no box corner "
+                             "embeddings; give clicks instead")
+        batch = points[0].shape[0] if points is not None else masks.shape[0] if masks is not None else 1
+        if points is not None:
+            sparse = self._embed_points(points[0], points[1])
+        else:
+            sparse = torch.empty((batch, 0, self.embed_dim), device=self.no_mask_embed.weight.device)
         if masks is not None:
             dense = self.mask_downscaling(masks)
         else:

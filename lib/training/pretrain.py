@@ -45,18 +45,8 @@ class TrainingVolume:
 
 
 def training_targets(label: torch.Tensor, classes: dict[int, str], hold_out: set[str]) -> dict[str, torch.Tensor]:
-    """Objects to learn from one label map: each class, each class per hemisphere, and the whole labelled brain."""
-    targets: dict[str, torch.Tensor] = {}
-    for index, name in classes.items():
-        mask = label == index
-        if name in hold_out or not mask.any():
-            continue
-        targets[name] = mask
-        midline = int(torch.nonzero(label > 0)[:, 0].float().median())
-        left, right = mask.clone(), mask.clone()
-        left[midline:] = False
-        right[:midline] = False
-        targets[f"{name}/left"], targets[f"{name}/right"] = left, right
+    """Objects to learn from one label map: each class, and the whole labelled brain (the union of the classes)."""
+    targets = {name: label == index for index, name in classes.items() if name not in hold_out}
     kept = [i for i, n in classes.items() if n not in hold_out]
     targets["brain"] = torch.isin(label, torch.as_tensor(kept, dtype=label.dtype)) if kept else label > 0
     return {k: v for k, v in targets.items() if v.sum() > 100}
