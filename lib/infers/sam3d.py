@@ -152,4 +152,7 @@ class Sam3DInfer(BasicInferTask):
         mask = torch.as_tensor(np.asarray(mask)).squeeze()
         if tuple(mask.shape) != tuple(shape):
             raise InvalidRequest(f"Previous label shape {list(mask.shape)} does not match the image {list(shape)}")
+        if not mask.any():
+            logger.info("Uploaded previous label is empty; ignoring it")
+            return None
         return mask > 0
