@@ -18,12 +18,20 @@ from monailabel.config import settings  # noqa: E402
 from monailabel.interfaces.app import MONAILabelApp  # noqa: E402
 from monailabel.interfaces.datastore import Datastore  # noqa: E402
 from monailabel.interfaces.tasks.infer_v2 import InferTask  # noqa: E402
+from monailabel.interfaces.tasks.train import TrainTask  # noqa: E402
 
 from lib.configs.sam3d import Sam3DConfig  # noqa: E402
-from lib.data.classes import read_class_names  # noqa: E402
+from lib.data.classes import (  # noqa: E402
+    CLASSES_TXT,
+    add_new_names,
+    read_class_names,
+    read_classes_txt,
+    saved_label_names,
+)
 from lib.datastore import ValidatingDatastore  # noqa: E402
 from lib.engine.runtime import Runtime  # noqa: E402
 from lib.errors import NotFound  # noqa: E402
+from lib.trainers.auto_train import unseen_labels  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -31,18 +39,22 @@ DEFAULT_LABELS = {"white_matter": 1, "grey_matter": 2, "lateral_ventricles": 3}
 
 
 def app_labels(studies: str, conf: dict[str, str]) -> dict[str, int]:
-    """Label map ``{name: index}``: ``--conf labels`` (JSON object or comma list), the studies' class names, or the
-    sample data's classes."""
+    """Label map ``{name: index}``: ``--conf labels`` (JSON object or comma list), the studies' ``classes.txt``, the
+    indices saved labels name, or the sample data's classes; then any other class name saved labels use."""
+    saved = [] if not os.path.isdir(studies) else saved_label_names(Path(studies))
     if conf.get("labels"):
         text = conf["labels"]
         if text.lstrip().startswith("{"):
-            return {str(k): int(v) for k, v in json.loads(text).items()}
-        return {name.strip(): i for i, name in enumerate(text.split(","), start=1) if name.strip()}
-    if os.path.isdir(studies):
-        names = read_class_names(Path(studies))
-        if names:
-            return {name: index for index, name in sorted(names.items())}
-    return dict(DEFAULT_LABELS)
+            base = {str(k): int(v) for k, v in json.loads(text).items()}
+        else:
+            base = {name.strip(): i for i, name in enumerate(text.split(","), start=1) if name.strip()}
+    elif (Path(studies) / CLASSES_TXT).is_file():
+        base = {name: index for index, name in sorted(read_classes_txt(Path(studies) / CLASSES_TXT).items())}
+    elif saved:
+        base = {name: index for index, name in read_class_names(Path(studies)).items()}
+    else:
+        base = dict(DEFAULT_LABELS)
+    return add_new_names(base, [name for names in saved for _, name in sorted(names.items())])
 
 
 class Seg3DApp(MONAILabelApp):
@@ -54,6 +66,7 @@ class Seg3DApp(MONAILabelApp):
         self.label_map = app_labels(studies, conf)
         self.sam3d_config = Sam3DConfig()
         self.sam3d_config.init("sam3d", self.model_dir, conf, None, runtime=self.runtime, labels=self.label_map)
+        self.train_after_labels = int(conf.get("train_after_labels", 0))
         super().__init__(
             app_dir=app_dir,
             studies=studies,
@@ -84,3 +97,19 @@ class Seg3DApp(MONAILabelApp):
 
     def init_infers(self) -> dict[str, InferTask]:
         return {"sam3d": self.sam3d_config.infer()}
+
+    def init_trainers(self) -> dict[str, TrainTask]:
+        return {"sam3d": self.sam3d_config.trainer()}
+
+    def on_save_label(self, image_id: str, label_id: str) -> None:
+        """Start adapter training once ``--conf train_after_labels N`` new final labels have been saved."""
+        super().on_save_label(image_id, label_id)
+        if self.train_after_labels <= 0:
+            return
+        registry = self.runtime.models.registry()
+        version = registry.current() if registry else None
+        metadata = registry.read(version)[1] if version else None
+        new = unseen_labels(self.datastore(), metadata)
+        if len(new) >= self.train_after_labels:
+            logger.info("%d final labels not yet trained on (%s): starting training", len(new), new)
+            self.async_training("sam3d")

@@ -1,4 +1,4 @@
-"""Task config for ``sam3d``, the interactive 3D SAM."""
+"""Task config for ``sam3d``: the interactive 3D SAM and the trainer of its adapters."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from monailabel.interfaces.tasks.train import TrainTask
 
 from lib.engine.runtime import Runtime
 from lib.infers.sam3d import Sam3DInfer
+from lib.trainers.sam3d_adapters import Sam3DAdapterTrain
 
 
 class Sam3DConfig(TaskConfig):
@@ -30,4 +31,9 @@ class Sam3DConfig(TaskConfig):
         )
 
     def trainer(self) -> TrainTask | None:
-        return None
+        return Sam3DAdapterTrain(
+            model_dir=str(self.runtime.state_dir / "train"),
+            models=self.runtime.models,
+            labels=self.labels,
+            spacing=self.runtime.volumes.spacing,
+        )

@@ -37,19 +37,41 @@ def read_classes_txt(path: Path) -> dict[int, str]:
     return names
 
 
+def saved_label_names(studies: Path) -> list[dict[int, str]]:
+    """The ``{index: name}`` of each final label saved with ``label_info`` in the studies' datastore file."""
+    datastore = Path(studies) / DATASTORE_JSON
+    if not datastore.is_file():
+        return []
+    try:
+        objects = json.loads(datastore.read_text()).get("objects", {})
+    except (OSError, ValueError):
+        return []
+    finals = [((obj.get("labels") or {}).get("final") or {}) for obj in objects.values()]
+    return [names for final in finals if (names := parse_label_info(final.get("info")))]
+
+
 def read_class_names(studies: Path) -> dict[int, str]:
     """``{index: name}``: ``classes.txt`` first, then every final label's info in the datastore (later wins)."""
     studies = Path(studies)
     names: dict[int, str] = {}
     if (studies / CLASSES_TXT).is_file():
         names.update(read_classes_txt(studies / CLASSES_TXT))
-    datastore = studies / DATASTORE_JSON
-    if datastore.is_file():
-        try:
-            objects = json.loads(datastore.read_text()).get("objects", {})
-        except (OSError, ValueError):
-            objects = {}
-        for obj in objects.values():
-            final = (obj.get("labels") or {}).get("final") or {}
-            names.update(parse_label_info(final.get("info")))
+    for saved in saved_label_names(studies):
+        names.update(saved)
     return dict(sorted(names.items()))
+
+
+def class_key(name: str) -> str:
+    """Names that differ only in case or ``-``/``_``/space name the same class."""
+    return name.strip().lower().replace("-", "_").replace(" ", "_")
+
+
+def add_new_names(label_map: dict[str, int], names: list[str]) -> dict[str, int]:
+    """``label_map`` plus each name it does not already hold (by :func:`class_key`), at the next free index."""
+    merged = dict(label_map)
+    known = {class_key(n) for n in merged}
+    for name in names:
+        if class_key(name) not in known:
+            merged[name] = max(merged.values(), default=0) + 1
+            known.add(class_key(name))
+    return merged

@@ -21,6 +21,7 @@ class Runtime:
     models: ModelStore
     volumes: VolumeCache
     predictor: InteractivePredictor
+    state_dir: Path  # what the app writes: published adapters (adapters/) and training runs (train/)
 
     @classmethod
     def from_conf(cls, model_dir: Path, conf: dict[str, str]) -> Runtime:
@@ -28,7 +29,16 @@ class Runtime:
         choice = choose_checkpoint(model_dir, conf)
         logger.info("Serving %s (%s)", choice.checkpoint, choice.reason)
         device = conf.get("device") or default_device()
-        models = ModelStore(choice.checkpoint, choice.encoder_checkpoint, device=device)
+        state_dir = Path(conf.get("state_dir") or model_dir)
+        pinned = conf.get("adapter_version", "latest")
+        models = ModelStore(
+            choice.checkpoint,
+            choice.encoder_checkpoint,
+            device=device,
+            adapter_root=state_dir / "adapters",
+            keep_adapters=int(conf.get("keep_adapters", 5)),
+            adapter_version=None if pinned == "latest" else int(pinned),
+        )
         volumes = VolumeCache(
             spacing=float(conf.get("spacing", MODEL_SPACING_MM)),
             max_bytes=int(float(conf.get("volume_cache_mb", 1024)) * (1 << 20)),
@@ -36,4 +46,4 @@ class Runtime:
         predictor = InteractivePredictor(
             models, embedding_cache_bytes=int(float(conf.get("embedding_cache_mb", 512)) * (1 << 20))
         )
-        return cls(models=models, volumes=volumes, predictor=predictor)
+        return cls(models=models, volumes=volumes, predictor=predictor, state_dir=state_dir)

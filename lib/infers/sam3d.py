@@ -65,6 +65,7 @@ class Sam3DInfer(BasicInferTask):
     def info(self) -> dict[str, Any]:
         info = super().info()
         info["model_version"] = self.predictor.models.current_version()
+        info["model"] = self.predictor.models.info()
         return info
 
     def is_valid(self) -> bool:

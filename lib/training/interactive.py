@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -19,6 +21,16 @@ def random_foreground_voxel(target: np.ndarray, rng: np.random.Generator) -> np.
     return np.asarray(np.unravel_index(int(rng.choice(voxels)), target.shape), dtype=np.float64)
 
 
+@dataclass
+class ClickOutcome:
+    """What a simulated interaction on one crop gave."""
+
+    loss: torch.Tensor  # mean over clicks
+    dices: list[float]  # after each click
+    predictions: list[torch.Tensor]  # (1, 1, S/2, S/2, S/2) bool after each click
+    target: torch.Tensor  # (1, 1, S/2, S/2, S/2) float, the half-resolution target
+
+
 def simulated_click_loss(
     model: Sam3D,
     image: torch.Tensor,
@@ -26,28 +38,29 @@ def simulated_click_loss(
     num_clicks: int,
     loss_fn: DiceCELoss,
     rng: np.random.Generator,
-) -> tuple[torch.Tensor, list[float]]:
+    random_first_click: float = 0.5,
+) -> ClickOutcome:
     """Loss averaged over ``num_clicks`` simulated clicks on one crop.
 
-    ``image`` (1, 1, S, S, S) and binary ``target`` (1, 1, S, S, S). The first click is a random or the most
-    interior foreground voxel; each next click sits in the largest error region of the current prediction and is
-    foreground or background by the target there. The encoder runs once; the mask decoder once per click with the
-    previous low-res logits (detached) as mask prompt. The IoU head learns the achieved IoU (MSE). Loss, Dice and
-    next clicks use the logits upsampled to half the crop size. Returns the loss and Dice per click.
+    ``image`` (1, 1, S, S, S) and binary ``target`` (1, 1, S, S, S). The first click is a random foreground voxel
+    (with probability ``random_first_click``) or the most interior one; each next click sits in the largest error
+    region of the current prediction and is foreground or background by the target there. The encoder runs once;
+    the mask decoder once per click with the previous low-res logits (detached) as mask prompt. The IoU head learns
+    the achieved IoU (MSE). Loss, Dice and next clicks use the logits upsampled to half the crop size.
     """
     size = image.shape[-1] // LOSS_STRIDE
     target_np = target[0, 0].numpy() > 0.5
     target = (F.avg_pool3d(target, LOSS_STRIDE) > 0.5).float()
     coarse_target = target[0, 0].numpy() > 0.5
     embedding = model.encode(image)
-    if rng.random() < 0.5:
+    if rng.random() < random_first_click:
         points = [random_foreground_voxel(target_np, rng)]
     else:  # the evaluation protocol's first click: the most interior target voxel
         points = [next_click(np.zeros_like(coarse_target), coarse_target)[0] * LOSS_STRIDE + (LOSS_STRIDE - 1) / 2.0]
     labels = [1]
     previous = None
     total = image.new_zeros(())
-    dices = []
+    dices, predictions = [], []
     for _ in range(num_clicks):
         coords = torch.as_tensor(np.stack(points), dtype=torch.float32)[None]
         logits, iou = model.decode(
@@ -59,6 +72,7 @@ def simulated_click_loss(
             inter = (prediction & (target > 0.5)).sum().float()
             union = (prediction | (target > 0.5)).sum().float().clamp(min=1)
             dices.append(float(2 * inter / (prediction.sum() + (target > 0.5).sum()).clamp(min=1)))
+            predictions.append(prediction)
         total = total + loss_fn(upsampled, target) + F.mse_loss(iou[:, :1], (inter / union).reshape(1, 1))
         previous = logits.detach()
         click = next_click(prediction[0, 0].numpy(), coarse_target)
@@ -67,4 +81,4 @@ def simulated_click_loss(
         point, is_foreground = click
         points.append(point * LOSS_STRIDE + (LOSS_STRIDE - 1) / 2.0)
         labels.append(int(is_foreground))
-    return total / len(dices), dices
+    return ClickOutcome(total / len(dices), dices, predictions, target)

@@ -26,7 +26,7 @@ from lib.engine.model_store import ModelStore
 from lib.engine.predictor import InteractivePredictor
 from lib.engine.runtime import MODEL_SPACING_MM
 from lib.model import Sam3D, build_sam3d, save_sam3d
-from lib.prompts.geometry import place_crop, sample_crop
+from lib.training.crops import sample_crop_pair
 from lib.training.evaluate import click_trials, mean_dice_table
 from lib.training.interactive import simulated_click_loss
 from lib.training.studies import labeled_pairs
@@ -34,8 +34,7 @@ from lib.transforms.preprocess import load_model_label, load_model_volume
 
 logger = logging.getLogger("pretrain")
 
-ZOOMS = (1.0, 1.0, 1.0, 1.5, 2.0)
-EVAL_CLICKS = (1, 5, 10)  # mostly full resolution; some coarse passes, as the predictor uses them
+EVAL_CLICKS = (1, 5, 10)
 
 
 @dataclass
@@ -63,25 +62,6 @@ def load_training_volumes(data: Path, hold_out: set[str]) -> list[TrainingVolume
     return volumes
 
 
-def sample_crop_pair(
-    volume: TrainingVolume, size: int, rng: np.random.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """A random (image, target) crop around a random target voxel, at a random zoom, with intensity jitter."""
-    name = rng.choice(sorted(volume.targets))
-    mask = volume.targets[name]
-    voxels = torch.nonzero(mask)
-    center = voxels[int(rng.integers(len(voxels)))].numpy().astype(np.float64)
-    zoom = float(rng.choice(ZOOMS))
-    center += rng.uniform(-0.2, 0.2, size=3) * size * zoom
-    crop = place_crop(center, tuple(mask.shape), size=size, zoom=zoom)
-    image = sample_crop(volume.image, crop)
-    target = (sample_crop(mask[None].float(), crop) > 0.5).float()
-    if target.sum() < 20:
-        return sample_crop_pair(volume, size, rng)
-    image = image * float(rng.uniform(0.9, 1.1)) + float(rng.uniform(-0.1, 0.1))
-    return image[None], target[None]
-
-
 def train(model: Sam3D, volumes: list[TrainingVolume], minutes: float, max_clicks: int, lr: float,
           rng: np.random.Generator) -> dict:
     """Train until the time budget is spent, with warm-up and a cosine learning-rate decay over wall time
@@ -97,8 +77,9 @@ def train(model: Sam3D, volumes: list[TrainingVolume], minutes: float, max_click
         for group in optimizer.param_groups:
             group["lr"] = lr * warmup * 0.5 * (1.0 + math.cos(math.pi * elapsed / budget))
         volume = volumes[int(rng.integers(len(volumes)))]
-        image, target = sample_crop_pair(volume, model.img_size, rng)
-        loss, dices = simulated_click_loss(model, image, target, int(rng.integers(1, max_clicks + 1)), loss_fn, rng)
+        image, target, _ = sample_crop_pair(volume.image, volume.targets, model.img_size, rng)
+        outcome = simulated_click_loss(model, image, target, int(rng.integers(1, max_clicks + 1)), loss_fn, rng)
+        loss, dices = outcome.loss, outcome.dices
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -1,0 +1,267 @@
+"""Adapter fine-tuning of the served 3D SAM on the datastore's final labels (MONAI Label ``BasicTrainTask``).
+
+The base weights stay frozen; spatial adapters (plus, by default, encoder norms, prompt encoder and mask decoder)
+learn from simulated interactive sessions on each saved class. The best-validated state is published as the next
+adapter version, which the infers pick up on their next request.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from filelock import FileLock, Timeout
+from ignite.engine import Engine, Events
+from monai.handlers import MeanDice, StatsHandler, ValidationHandler, from_engine
+from monai.inferers import SimpleInferer
+from monai.losses import DiceCELoss
+from monailabel.interfaces.datastore import Datastore
+from monailabel.tasks.train.basic_train import BasicTrainTask, Context
+
+from lib.engine.model_store import ModelStore
+from lib.model.adapter_file import apply_adapters
+from lib.model.adapters import add_adapters, set_trainable, trainable_state
+from lib.trainers.click_steps import VALIDATION_CLICKS, ClickTrainingModule, ClickTrainingStep, ClickValidationStep
+from lib.trainers.datalist import training_datalist
+from lib.transforms.training import LoadTrainingPaird, ObjectCropsd, RandClickCropd
+
+logger = logging.getLogger(__name__)
+
+KEY_METRIC = f"val_dice_{max(VALIDATION_CLICKS)}clicks"
+
+DEFAULTS: dict[str, Any] = {
+    "max_epochs": 50,
+    "max_minutes": 8.0,
+    "val_split": 0.2,
+    "max_clicks": 5,
+    "crops_per_volume": 4,
+    "lr": 2e-4,
+    "bottleneck": 32,
+    "train_norms": True,
+    "train_prompt_encoder": True,
+    "train_mask_decoder": True,
+    "continue_from_published": True,
+    "seed": 0,
+    "dataset": "CacheDataset",
+    "dataloader": "ThreadDataLoader",
+    "tracking": "None",
+}
+
+
+class NoTrainingData(ValueError):
+    """No usable final label in the datastore."""
+
+
+class Sam3DAdapterTrain(BasicTrainTask):
+    """Fine-tunes adapters on the weights a :class:`ModelStore` serves and publishes them to its registry."""
+
+    def __init__(self, model_dir: str, models: ModelStore, labels: dict[str, int], spacing: float,
+                 description: str = "Fine-tune 3D SAM adapters on saved final labels (simulated clicks)"):
+        self.models = models
+        self.spacing = spacing
+        super().__init__(
+            model_dir=model_dir,
+            description=description,
+            config=dict(DEFAULTS),
+            amp=False,
+            publish_path=None,
+            stats_path=os.path.join(model_dir, "train_stats.json"),
+            key_metric_filename="adapters_best.pt",
+            final_filename="adapters_final.pt",
+            n_saved=1,
+            labels=labels,
+            tracking=None,
+        )
+
+    def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:
+        """One run at a time per state folder, even if two requests slip past MONAI Label's 429 check together."""
+        os.makedirs(self._model_dir, exist_ok=True)
+        try:
+            with FileLock(os.path.join(self._model_dir, ".train.lock"), timeout=0):
+                return super().__call__(request, datastore)
+        except Timeout as e:
+            raise RuntimeError("Another training run is in progress for this model; try again when it ends") from e
+
+    # data
+    def pre_process(self, request: dict[str, Any], datastore: Datastore) -> list[dict[str, Any]]:
+        datalist = training_datalist(datastore, self._labels)
+        if not datalist:
+            raise NoTrainingData("No usable final labels to train on: save a final label (labels/final) first")
+        logger.info("Training on %d final labels: %s", len(datalist), [d["id"] for d in datalist])
+        return datalist
+
+    def partition_datalist(self, context: Context, shuffle: bool = False) -> tuple[list, list]:
+        """Hold out ``val_split`` of the labels (at least one when there are two or more), the same ones each run."""
+        datalist = list(context.datalist)
+        fraction = float(context.request.get("val_split", 0.0))
+        if fraction <= 0 or len(datalist) < 2:
+            return datalist, []
+        order = np.random.default_rng(int(context.request.get("seed", 0))).permutation(len(datalist))
+        count = min(len(datalist) - 1, max(1, round(len(datalist) * fraction)))
+        val = [datalist[i] for i in order[:count]]
+        return [datalist[i] for i in order[count:]], val
+
+    def train_pre_transforms(self, context: Context) -> list:
+        size = context.network_size
+        return [LoadTrainingPaird(self.spacing), RandClickCropd(size, int(context.request["crops_per_volume"]))]
+
+    def train_post_transforms(self, context: Context) -> None:
+        return None
+
+    def val_pre_transforms(self, context: Context) -> list:
+        return [LoadTrainingPaird(self.spacing), ObjectCropsd(context.network_size)]
+
+    # network and optimisation
+    def network(self, context: Context) -> ClickTrainingModule:
+        request = context.request
+        sam = self.models.load_base()
+        registry = self.models.registry()
+        published = registry.current() if registry else None
+        if published and request.get("continue_from_published", True):
+            state, metadata = registry.read(published)
+            apply_adapters(sam, state, metadata, self.models.base_sha256())
+            logger.info("Continuing from adapter version %d", published)
+        else:
+            add_adapters(sam, bottleneck=int(request["bottleneck"]))
+        context.trainable_parameters = set_trainable(
+            sam,
+            norms=bool(request["train_norms"]),
+            prompt_encoder=bool(request["train_prompt_encoder"]),
+            mask_decoder=bool(request["train_mask_decoder"]),
+        )
+        context.network_size = sam.img_size
+        context.published_before = published
+        logger.info("Trainable parameters: %d (%s)", context.trainable_parameters, sam.variant)
+        return ClickTrainingModule(sam, seed=int(request["seed"]))
+
+    def _create_network_and_optimizer(self, context: Context):
+        torch.manual_seed(int(context.request["seed"]))
+        return super()._create_network_and_optimizer(context)
+
+    def optimizer(self, context: Context) -> torch.optim.Optimizer:
+        trainable = [p for p in context.network.parameters() if p.requires_grad]
+        return torch.optim.AdamW(trainable, lr=float(context.request["lr"]), weight_decay=0.01)
+
+    def loss_function(self, context: Context) -> DiceCELoss:
+        return DiceCELoss(sigmoid=True)
+
+    def lr_scheduler_handler(self, context: Context) -> None:
+        return None
+
+    def load_path(self, output_dir: str, pretrained: bool = True) -> None:
+        return None  # the published adapters are the starting point (see ``network``), not MONAI's checkpoints
+
+    def train_inferer(self, context: Context) -> SimpleInferer:
+        return SimpleInferer()
+
+    def val_inferer(self, context: Context) -> SimpleInferer:
+        return SimpleInferer()
+
+    def train_iteration_update(self, context: Context) -> ClickTrainingStep:
+        seed = int(context.request["seed"]) + context.local_rank
+        return ClickTrainingStep(int(context.request["max_clicks"]), seed=seed)
+
+    def val_iteration_update(self, context: Context) -> ClickValidationStep:
+        return ClickValidationStep()
+
+    # handlers: MONAI Label's defaults minus TensorBoard (not installed) and tracking (off)
+    def train_handlers(self, context: Context) -> list:
+        handlers: list = []
+        if context.local_rank == 0:
+            handlers.append(StatsHandler(tag_name="train_loss", output_transform=from_engine(["loss"], first=True)))
+        if context.evaluator:
+            handlers.append(ValidationHandler(self._val_interval, validator=context.evaluator, epoch_level=True))
+        return handlers
+
+    def val_handlers(self, context: Context) -> list | None:
+        return [StatsHandler(output_transform=lambda _: None, iteration_log=False)] if context.local_rank == 0 else None
+
+    # metrics
+    def train_key_metric(self, context: Context) -> dict[str, MeanDice]:
+        return {"train_dice": MeanDice(output_transform=from_engine(["pred", "label"]), include_background=True)}
+
+    def val_key_metric(self, context: Context) -> dict[str, MeanDice]:
+        n = max(VALIDATION_CLICKS)
+        return {KEY_METRIC: MeanDice(output_transform=from_engine([f"pred_{n}", "label"]), include_background=True)}
+
+    def val_additional_metrics(self, context: Context) -> dict[str, MeanDice]:
+        return {
+            f"val_dice_{n}click{'s' if n > 1 else ''}": MeanDice(
+                output_transform=from_engine([f"pred_{n}", "label"]), include_background=True
+            )
+            for n in VALIDATION_CLICKS
+            if n != max(VALIDATION_CLICKS)
+        }
+
+    # publishing
+    def finalize(self, context: Context) -> None:
+        super().finalize(context)
+        context.trainer.add_event_handler(Events.ITERATION_COMPLETED, TimeBudget(float(context.request["max_minutes"])))
+        if context.local_rank == 0:
+            AdapterPublisher(self.models, context).attach(context.trainer, context.evaluator)
+
+
+class TimeBudget:
+    """Ends training once ``minutes`` have passed (the run then publishes as if it had reached ``max_epochs``)."""
+
+    def __init__(self, minutes: float):
+        self.deadline = time.monotonic() + minutes * 60.0
+
+    def __call__(self, engine: Engine) -> None:
+        if time.monotonic() > self.deadline:
+            logger.info("Training time budget reached at epoch %d iteration %d", engine.state.epoch,
+                        engine.state.iteration)
+            engine.terminate()
+
+
+class AdapterPublisher:
+    """Keeps the trainable state of the best validation and publishes it once when training ends."""
+
+    def __init__(self, models: ModelStore, context: Context):
+        self.models = models
+        self.context = context
+        self.best: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
+        self.published = False
+
+    def attach(self, trainer: Engine, evaluator: Engine | None) -> None:
+        if evaluator is not None:
+            evaluator.add_event_handler(Events.EPOCH_COMPLETED, self.on_validation)
+        trainer.add_event_handler(Events.COMPLETED, self.publish)
+
+    def _sam(self):
+        network = self.context.network
+        return (network.module if hasattr(network, "module") else network).sam
+
+    def on_validation(self, evaluator: Engine) -> None:
+        if evaluator.state.best_metric_epoch == evaluator.state.epoch:
+            metrics = {k: round(float(v), 4) for k, v in evaluator.state.metrics.items()}
+            self.best = (trainable_state(self._sam()), {**metrics, "epoch": evaluator.state.epoch})
+            logger.info("Best validation so far: %s", self.best[1])
+
+    def publish(self, trainer: Engine) -> None:
+        if self.published:
+            return
+        state, metrics = self.best or (trainable_state(self._sam()), {"epoch": trainer.state.epoch})
+        metrics["train_dice"] = round(float(trainer.state.metrics.get("train_dice", float("nan"))), 4)
+        sam = self._sam()
+        context = self.context
+        registry = self.models.registry()
+        version = registry.publish(state, {
+            "variant": sam.variant,
+            "bottleneck": sam.image_encoder.adapters[0].down.out_features,
+            "base_name": "+".join(p.name for p in self.models.files()),
+            "classes": sorted({name for item in context.train_datalist for name in item["classes"]}),
+            "trained_on": [{"id": item["id"], "label_ts": item.get("label_ts")} for item in context.train_datalist],
+            "validated_on": [{"id": item["id"], "label_ts": item.get("label_ts")} for item in context.val_datalist],
+            "metrics": metrics,
+            "iterations": trainer.state.iteration,
+            "seconds": round(time.time() - context.start_ts, 1),
+            "trainable_parameters": context.trainable_parameters,
+            "continued_from": context.published_before,
+        })
+        self.published = True
+        logger.info("Adapter version %d published (metrics %s)", version, metrics)

@@ -1,0 +1,41 @@
+"""The trainer's datalist: named classes mapped to the app's spelling, unusable labels skipped with a reason."""
+
+import logging
+
+import numpy as np
+
+from lib.datastore import ValidatingDatastore
+from lib.trainers.datalist import label_classes, training_datalist
+from tests.conftest import lps_anisotropic_affine, write_nifti
+
+APP_LABELS = {"white_matter": 1, "grey_matter": 2}
+
+
+def test_label_info_names_map_to_the_app_spelling_and_new_names_stay():
+    info = {"label_info": [{"name": "White Matter", "idx": 7}, {"name": "tumour", "idx": 2}]}
+    assert label_classes(info, APP_LABELS) == {"white_matter": 7, "tumour": 2}
+    assert label_classes({}, APP_LABELS) == APP_LABELS  # no names: the app's label map
+
+
+def test_mismatched_empty_and_corrupt_labels_are_skipped_with_a_reason(tmp_path, caplog):
+    affine = lps_anisotropic_affine()
+    labels = tmp_path / "labels" / "final"
+    labels.mkdir(parents=True)
+    image = np.random.default_rng(0).random((20, 22, 12)).astype(np.float32)
+    good = np.zeros(image.shape, np.uint8)
+    good[5:10, 5:10, 3:6] = 1
+    for name in ("good", "shape", "affine", "empty", "corrupt"):
+        write_nifti(tmp_path / f"{name}.nii.gz", image, affine)
+    write_nifti(labels / "good.nii.gz", good, affine)
+    write_nifti(labels / "shape.nii.gz", good[:-1], affine)
+    write_nifti(labels / "affine.nii.gz", good, lps_anisotropic_affine(spacing=(1.0, 1.0, 1.0)))
+    write_nifti(labels / "empty.nii.gz", np.zeros_like(good), affine)
+    (labels / "corrupt.nii.gz").write_bytes((labels / "good.nii.gz").read_bytes()[:100])
+    with caplog.at_level(logging.WARNING):
+        datalist = training_datalist(ValidatingDatastore(str(tmp_path)), APP_LABELS)
+    assert [item["id"] for item in datalist] == ["good"] and datalist[0]["classes"] == APP_LABELS
+    reasons = {r.getMessage().split(":")[0]: r.getMessage() for r in caplog.records}
+    assert "differs from image shape" in reasons["Skipping label of shape"]
+    assert "affine" in reasons["Skipping label of affine"]
+    assert "empty" in reasons["Skipping label of empty"]
+    assert "not a readable image" in reasons["Skipping label of corrupt"]
