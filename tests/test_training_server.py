@@ -20,6 +20,7 @@ LABELED = ("subj_005", "subj_006")
 UNLABELED = "subj_007"
 LABEL_INFO = [{"name": "White Matter", "idx": 1}, {"name": "grey_matter", "idx": 2}, {"name": "ventricles", "idx": 3}]
 QUICK_TRAINING = {"max_epochs": 2, "crops_per_volume": 1, "val_split": 0.5, "max_clicks": 2, "max_minutes": 3}
+AUTO_TRAINING = {"train_after_labels": "2", **{f"train_{k}": str(v) for k, v in QUICK_TRAINING.items()}}
 CLICK = {"foreground": [[96, 110, 90]], "label": "white_matter"}
 
 
@@ -60,20 +61,21 @@ def test_training_publishes_adapters_served_live_and_after_restart(folders, tmp_
     studies, state = folders
     base = REPO_ROOT / "model" / "starter.pt"
     base_hash = file_sha256([base])
-    with running_server(studies, {"state_dir": str(state)}, tmp_path / "server1.log") as server:
+    with running_server(studies, {"state_dir": str(state), **AUTO_TRAINING}, tmp_path / "server1.log") as server:
         status = client(server.url).train_start("sam3d", dict(QUICK_TRAINING))
         status = wait_for_training(server.url)
         assert status["status"] == "ERROR" and "No usable final labels" in "\n".join(status.get("details", []))
 
         before, result = served(server.url, UNLABELED)
         assert result["model_version"].startswith("starter.pt@") and "adapters" not in result["model_version"]
-        for name in LABELED:
+        for count, name in enumerate(LABELED, start=1):
             label = studies.parent / f"{name}_label.nii.gz"
             shutil.copy(REPO_ROOT / "data" / "sample" / "studies_gt" / f"{name}.nii.gz", label)
             client(server.url).save_label(name, str(label), tag="final", params={"label_info": LABEL_INFO})
+            if count < 2:
+                assert client(server.url).train_status()["status"] == "ERROR"  # one new label: no training yet
 
-        client(server.url).train_start("sam3d", dict(QUICK_TRAINING))
-        wait_for_status(server.url, "RUNNING")
+        wait_for_status(server.url, "RUNNING")  # the second new label started training on its own
         with pytest.raises(MONAILabelClientException) as busy:
             client(server.url).train_start("sam3d", dict(QUICK_TRAINING))
         assert "Status: 429" in str(busy.value.msg)

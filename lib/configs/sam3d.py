@@ -10,7 +10,7 @@ from monailabel.interfaces.tasks.train import TrainTask
 
 from lib.engine.runtime import Runtime
 from lib.infers.sam3d import Sam3DInfer
-from lib.trainers.sam3d_adapters import Sam3DAdapterTrain
+from lib.trainers.sam3d_adapters import Sam3DAdapterTrain, defaults_from_conf
 
 
 class Sam3DConfig(TaskConfig):
@@ -36,4 +36,5 @@ class Sam3DConfig(TaskConfig):
             models=self.runtime.models,
             labels=self.labels,
             spacing=self.runtime.volumes.spacing,
+            defaults=defaults_from_conf(self.conf),
         )

@@ -16,6 +16,8 @@ from lib.model.adapter_file import apply_adapters, file_sha256, read_adapter_fil
 
 logger = logging.getLogger(__name__)
 
+ADAPTER_INFO = ("classes", "metrics", "published", "trained_on", "iterations", "seconds", "trainable_parameters")
+
 
 class ModelStore:
     """Holds one loaded :class:`Sam3D` (base plus current adapters); ``version`` changes whenever the weights do.
@@ -105,7 +107,7 @@ class ModelStore:
             info["adapter_versions"] = registry.versions()
         if adapter:
             metadata = self._metadata(registry.path(adapter))
-            info["adapter"] = {k: metadata.get(k) for k in ("classes", "metrics", "published", "trained_on")}
+            info["adapter"] = {k: metadata.get(k) for k in ADAPTER_INFO}
         return info
 
 

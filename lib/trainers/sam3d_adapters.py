@@ -52,6 +52,20 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+def defaults_from_conf(conf: dict[str, str]) -> dict[str, Any]:
+    """The trainer's defaults, with ``--conf train_<option> value`` overrides converted to the option's type."""
+    defaults = dict(DEFAULTS)
+    for key, default in DEFAULTS.items():
+        text = conf.get(f"train_{key}")
+        if text is None:
+            continue
+        if isinstance(default, bool):
+            defaults[key] = text.strip().lower() in ("1", "true", "yes", "on")
+        else:
+            defaults[key] = type(default)(text)
+    return defaults
+
+
 class NoTrainingData(ValueError):
     """No usable final label in the datastore."""
 
@@ -60,13 +74,14 @@ class Sam3DAdapterTrain(BasicTrainTask):
     """Fine-tunes adapters on the weights a :class:`ModelStore` serves and publishes them to its registry."""
 
     def __init__(self, model_dir: str, models: ModelStore, labels: dict[str, int], spacing: float,
+                 defaults: dict[str, Any] | None = None,
                  description: str = "Fine-tune 3D SAM adapters on saved final labels (simulated clicks)"):
         self.models = models
         self.spacing = spacing
         super().__init__(
             model_dir=model_dir,
             description=description,
-            config=dict(DEFAULTS),
+            config=dict(defaults or DEFAULTS),
             amp=False,
             publish_path=None,
             stats_path=os.path.join(model_dir, "train_stats.json"),
