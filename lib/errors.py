@@ -22,3 +22,10 @@ class UnreadableImage(HTTPException):
 
     def __init__(self, detail: str):
         super().__init__(status_code=415, detail=detail)
+
+
+class NotReady(HTTPException):
+    """A request the app cannot serve yet in its current state, with what to do first (HTTP 409)."""
+
+    def __init__(self, detail: str):
+        super().__init__(status_code=409, detail=detail)

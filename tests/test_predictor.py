@@ -76,8 +76,7 @@ def test_spacingd_trap_and_the_infer_task_as_the_server_runs_it(starter_checkpoi
     with pytest.raises(RuntimeError):
         plain({"image": str(image_path), "image_path": str(image_path)})
     store = ModelStore(starter_checkpoint)
-    task = Sam3DInfer(InteractivePredictor(store), VolumeCache(1.5, 1 << 30), {"object": 1},
-                      model_files=lambda: [str(starter_checkpoint)])
+    task = Sam3DInfer(InteractivePredictor(store), VolumeCache(1.5, 1 << 30), {"object": 1})
     label_file, result = task({"image": str(image_path), "foreground": [[45, 35, 30]], "device": "cpu"})
     label = nib.load(label_file)
     image = nib.load(image_path)

@@ -20,6 +20,7 @@ from monailabel.interfaces.datastore import Datastore  # noqa: E402
 from monailabel.interfaces.tasks.infer_v2 import InferTask  # noqa: E402
 from monailabel.interfaces.tasks.train import TrainTask  # noqa: E402
 
+from lib.configs.protosam3d import ProtoSam3DConfig  # noqa: E402
 from lib.configs.sam3d import Sam3DConfig  # noqa: E402
 from lib.data.classes import (  # noqa: E402
     CLASSES_TXT,
@@ -66,6 +67,9 @@ class Seg3DApp(MONAILabelApp):
         self.label_map = app_labels(studies, conf)
         self.sam3d_config = Sam3DConfig()
         self.sam3d_config.init("sam3d", self.model_dir, conf, None, runtime=self.runtime, labels=self.label_map)
+        self.protosam3d_config = ProtoSam3DConfig()
+        self.protosam3d_config.init("protosam3d", self.model_dir, conf, None, runtime=self.runtime,
+                                    labels=self.label_map, datastore=lambda: self.datastore())
         self.train_after_labels = int(conf.get("train_after_labels", 0))
         super().__init__(
             app_dir=app_dir,
@@ -96,14 +100,19 @@ class Seg3DApp(MONAILabelApp):
         return super().infer(request, datastore)
 
     def init_infers(self) -> dict[str, InferTask]:
-        return {"sam3d": self.sam3d_config.infer()}
+        return {"sam3d": self.sam3d_config.infer(), "protosam3d": self.protosam3d_config.infer()}
 
     def init_trainers(self) -> dict[str, TrainTask]:
         return {"sam3d": self.sam3d_config.trainer()}
 
     def on_save_label(self, image_id: str, label_id: str) -> None:
-        """Start adapter training once ``--conf train_after_labels N`` new final labels have been saved."""
+        """Add the label's prototypes (seconds); start adapter training once ``--conf train_after_labels N`` new
+        final labels have been saved."""
         super().on_save_label(image_id, label_id)
+        try:
+            self.protosam3d_config.service.sync()
+        except Exception:  # the label is saved either way; protosam3d retries on its next request
+            logger.exception("Updating prototypes after saving %s failed", image_id)
         if self.train_after_labels <= 0:
             return
         registry = self.runtime.models.registry()

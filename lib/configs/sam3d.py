@@ -22,12 +22,10 @@ class Sam3DConfig(TaskConfig):
         self.labels = kwargs["labels"]
 
     def infer(self) -> InferTask | dict[str, InferTask]:
-        models = self.runtime.models
         return Sam3DInfer(
             predictor=self.runtime.predictor,
             volumes=self.runtime.volumes,
             labels=self.labels,
-            model_files=lambda: [str(p) for p in models.files()],
         )
 
     def trainer(self) -> TrainTask | None:

@@ -173,8 +173,19 @@ class InteractivePredictor:
         """The mask on the stored image's grid: each pass's logits upsampled to its crop and thresholded (as the
         reference does), then looked up by nearest neighbour; the fine pass overwrites the coarse one."""
         out = torch.zeros(volume.original_shape, dtype=torch.bool)
-        orig_to_vol = original_to_volume(volume.original_affine, volume.affine)
-        for p in segmentation.passes:
-            mask = F.interpolate(p.logits, size=(p.crop.size,) * 3, mode="trilinear", align_corners=False)[0, 0] > 0
-            paste_crop_mask(mask, p.crop, orig_to_vol, volume.original_shape, out)
+        _paste_passes(volume, segmentation, out, lambda logits: logits > 0)
         return out
+
+    @staticmethod
+    def to_original_logits(volume: ModelVolume, segmentation: Segmentation) -> torch.Tensor:
+        """Like :meth:`to_original_mask`, but the upsampled logits themselves (-inf where no pass reaches)."""
+        out = torch.full(volume.original_shape, float("-inf"))
+        _paste_passes(volume, segmentation, out, lambda logits: logits)
+        return out
+
+
+def _paste_passes(volume: ModelVolume, segmentation: Segmentation, out: torch.Tensor, values) -> None:
+    orig_to_vol = original_to_volume(volume.original_affine, volume.affine)
+    for p in segmentation.passes:
+        upsampled = F.interpolate(p.logits, size=(p.crop.size,) * 3, mode="trilinear", align_corners=False)[0, 0]
+        paste_crop_mask(values(upsampled), p.crop, orig_to_vol, volume.original_shape, out)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -13,20 +12,19 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import LoadImage
 from monailabel.interfaces.tasks.infer_v2 import InferType
-from monailabel.tasks.infer.basic_infer import BasicInferTask
-from monailabel.transform.writer import Writer
 
 from lib.engine.predictor import InteractivePredictor
 from lib.engine.sessions import ObjectSessions
 from lib.errors import InvalidRequest, UnreadableImage
+from lib.infers.base import ModelSpaceInferTask
 from lib.prompts.clicks import check_inside, parse_points, parse_roi
 from lib.prompts.geometry import apply_affine, mask_to_crop_logits, original_to_volume
-from lib.transforms.preprocess import LoadModelVolumed, ModelVolume, VolumeCache
+from lib.transforms.preprocess import ModelVolume, VolumeCache
 
 logger = logging.getLogger(__name__)
 
 
-class Sam3DInfer(BasicInferTask):
+class Sam3DInfer(ModelSpaceInferTask):
     """Click-prompted 3D SAM.
 
     Request parameters (as 3D Slicer and OHIF send them):
@@ -44,47 +42,11 @@ class Sam3DInfer(BasicInferTask):
         predictor: InteractivePredictor,
         volumes: VolumeCache,
         labels: dict[str, int],
-        model_files: Callable[[], Sequence[str]],
         description: str = "Interactive 3D SAM: click inside (foreground) and outside (background) an object",
         sessions: ObjectSessions | None = None,
     ):
-        super().__init__(
-            path=None,
-            network=None,
-            type=InferType.DEEPGROW,
-            labels=labels,
-            dimension=3,
-            description=description,
-            config={"cache_transforms": False},
-        )
-        self.predictor = predictor
-        self.volumes = volumes
+        super().__init__(predictor, volumes, labels, InferType.DEEPGROW, description)
         self.sessions = sessions or ObjectSessions()
-        self._model_files = model_files
-
-    def info(self) -> dict[str, Any]:
-        info = super().info()
-        info["model_version"] = self.predictor.models.current_version()
-        info["model"] = self.predictor.models.info()
-        return info
-
-    def is_valid(self) -> bool:
-        return all(os.path.exists(p) for p in self._model_files())
-
-    def pre_transforms(self, data=None) -> Sequence[Callable]:
-        return [LoadModelVolumed(self.volumes)]
-
-    def post_transforms(self, data=None) -> Sequence[Callable]:
-        return []
-
-    def writer(self, data: dict[str, Any], extension=None, dtype=None) -> tuple[Any, Any]:
-        """NIfTI results through nibabel (fast, and no ITK start-up on the first click); other formats as MONAI
-        Label writes them."""
-        ext = data.get("result_extension") or ".nii.gz"
-        if ext in (".nii", ".nii.gz"):
-            data["result_extension"] = ext
-            return Writer(label=self.output_label_key, json=self.output_json_key, nibabel=True)(data)
-        return super().writer(data, extension, dtype)
 
     def run_inferer(self, data: dict[str, Any], convert_to_batch: bool = True, device: str = "cuda") -> dict:
         volume: ModelVolume = data["volume"]

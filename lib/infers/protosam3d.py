@@ -1,0 +1,119 @@
+"""``protosam3d``: automatic multi-class segmentation from the prototypes of saved labels (no clicks needed)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monailabel.interfaces.tasks.infer_v2 import InferType
+
+from lib.engine.predictor import InteractivePredictor
+from lib.errors import InvalidRequest, NotReady
+from lib.infers.base import ModelSpaceInferTask
+from lib.prompts.clicks import check_inside, parse_points
+from lib.prompts.geometry import apply_affine, original_to_volume
+from lib.prototypes.auto import segment_automatically
+from lib.prototypes.service import PrototypeService
+from lib.transforms.preprocess import ModelVolume, VolumeCache
+
+
+class ProtoSam3DInfer(ModelSpaceInferTask):
+    """Pre-annotates every class the team has saved a final label for, as one label map; ``label_names`` in the
+    result names the values (the app's classes plus every class saved labels have added).
+
+    Request parameters (all optional):
+
+    - ``classes``: names to segment (list or comma-separated), default all classes with prototypes;
+    - ``threshold``: how sure the prototype match must be before it becomes a prompt (0 to 1, default 0.5);
+    - ``clicks``: ``{class: {"foreground": [[i, j, k], ...], "background": [...]}}`` extra voxel clicks per class.
+    """
+
+    def __init__(self, predictor: InteractivePredictor, volumes: VolumeCache, prototypes: PrototypeService,
+                 description: str = "Automatic segmentation of every saved class from mask-level prototypes"):
+        super().__init__(predictor, volumes, prototypes.app_labels, InferType.SEGMENTATION, description)
+        self.prototypes = prototypes
+
+    def info(self) -> dict[str, Any]:
+        info = super().info()
+        info["labels"] = self.prototypes.label_map()
+        info["prototype_classes"] = self.prototypes.bank.class_names()
+        return info
+
+    def run_inferer(self, data: dict[str, Any], convert_to_batch: bool = True, device: str = "cuda") -> dict:
+        volume: ModelVolume = data["volume"]
+        self.prototypes.sync()
+        available = self.prototypes.bank.class_names()
+        if not available:
+            raise NotReady("No prototypes yet: save a final label (with label_info names) for at least one volume "
+                           "first; protosam3d segments the classes the saved labels contain")
+        names = _parse_classes(data.get("classes"), available)
+        threshold = _parse_threshold(data.get("threshold", 0.5))
+        clicks = _parse_clicks(data.get("clicks"), names, volume)
+        label_map = self.prototypes.label_map()
+        self.labels = label_map  # MONAI Label reports the task's labels as the result's ``label_names``
+        per_class, background = self.prototypes.bank.prototypes(names)
+        start = time.perf_counter()
+        result = segment_automatically(self.predictor, volume, dict(zip(names, per_class, strict=True)), background,
+                                       label_map, threshold, clicks)
+        data[self.output_label_key] = MetaTensor(result.label, affine=torch.as_tensor(volume.original_affine))
+        data[self.output_json_key] = {
+            "classes": {name: label_map[name] for name in names},
+            "found": result.found,
+            "missing": result.missing,
+            "model_version": self.prototypes.bank.model_version,
+            "prototype_volumes": len(self.prototypes.bank.entries),
+            "model_ms": round((time.perf_counter() - start) * 1000, 1),
+        }
+        return data
+
+
+def _parse_classes(value: Any, available: list[str]) -> list[str]:
+    if value in (None, "", []):
+        return available
+    names = [n.strip() for n in value.split(",")] if isinstance(value, str) else value
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise InvalidRequest(f"'classes' must be a list of class names, got {value!r}")
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise InvalidRequest(f"No prototypes for {unknown}; classes with prototypes: {available}")
+    return list(dict.fromkeys(names))
+
+
+def _parse_threshold(value: Any) -> float:
+    try:
+        threshold = float(value)
+    except (TypeError, ValueError) as e:
+        raise InvalidRequest(f"'threshold' must be a number between 0 and 1, got {value!r}") from e
+    if not 0.0 <= threshold <= 1.0:
+        raise InvalidRequest(f"'threshold' must be between 0 and 1, got {threshold}")
+    return threshold
+
+
+def _parse_clicks(value: Any, names: list[str], volume: ModelVolume) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per-class (foreground, background) clicks, mapped from stored-image voxels to model space."""
+    if value in (None, "", {}):
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as e:
+            raise InvalidRequest(f"'clicks' must be a JSON object, got {value!r}") from e
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise InvalidRequest("'clicks' must be {class: {'foreground': [[i, j, k]], 'background': [...]}}")
+    unknown = [n for n in value if n not in names]
+    if unknown:
+        raise InvalidRequest(f"'clicks' names classes that are not segmented: {unknown}")
+    orig_to_vol = original_to_volume(volume.original_affine, volume.affine)
+    clicks = {}
+    for name, entry in value.items():
+        points = []
+        for side in ("foreground", "background"):
+            parsed = parse_points(entry.get(side), f"clicks.{name}.{side}")
+            check_inside(parsed, volume.original_shape, f"clicks.{name}.{side}")
+            points.append(apply_affine(orig_to_vol, parsed))
+        clicks[name] = (points[0], points[1])
+    return clicks

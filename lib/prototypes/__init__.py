@@ -1,0 +1,1 @@
+"""Mask-level class prototypes from image-encoder features (ProtoSAM3D idea) and automatic segmentation."""

@@ -1,0 +1,119 @@
+"""Automatic multi-class segmentation: prototype similarity -> point prompts -> mask decoder -> one label map."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from lib.engine.predictor import InteractivePredictor
+from lib.prototypes.features import cell_features, cover_crops
+from lib.transforms.preprocess import ModelVolume
+
+TEMPERATURE = 0.1  # softmax temperature over cosine similarities
+POINTS_PER_CLASS = 3
+TOP_FRACTION = 0.2  # positives come from this most confident part of a class's cells
+NEGATIVE_POINTS = 3
+NEGATIVE_CONFIDENCE = 0.9
+
+
+def class_probabilities(
+    features: torch.Tensor, per_class: list[torch.Tensor], background: torch.Tensor
+) -> torch.Tensor:
+    """(1 + classes, N) probabilities of background and each class per cell: softmax over each one's best
+    prototype similarity."""
+    scores = [(features @ background.T).amax(1)] + [(features @ p.T).amax(1) for p in per_class]
+    return torch.softmax(torch.stack(scores) / TEMPERATURE, dim=0)
+
+
+def spread_points(points: np.ndarray, scores: np.ndarray, count: int) -> np.ndarray:
+    """Up to ``count`` points: the best-scoring one, then each the farthest from those already chosen."""
+    chosen = [int(np.argmax(scores))]
+    distance = np.linalg.norm(points - points[chosen[0]], axis=1)
+    while len(chosen) < min(count, len(points)):
+        chosen.append(int(np.argmax(distance)))
+        distance = np.minimum(distance, np.linalg.norm(points - points[chosen[-1]], axis=1))
+    return points[chosen]
+
+
+@dataclass
+class ClassPrompts:
+    foreground: np.ndarray  # (n, 3) model-space voxels
+    background: np.ndarray
+    confidence: float  # mean probability of the cells the class was found in
+
+
+@dataclass
+class AutoSegmentation:
+    label: torch.Tensor  # original grid, uint8 class indices
+    found: dict[str, dict] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+
+
+def class_prompts(
+    centers: np.ndarray, probabilities: torch.Tensor, index: int, threshold: float
+) -> ClassPrompts | None:
+    """Point prompts for class ``index`` (row of ``probabilities``): positives spread over its most confident
+    cells, negatives at the nearest cells that very confidently belong to the background or another class."""
+    winner = torch.argmax(probabilities, dim=0).numpy()
+    best = probabilities.amax(0).numpy()
+    score = probabilities[index].numpy()
+    mine = np.flatnonzero((winner == index) & (score >= threshold))
+    if len(mine) == 0:
+        return None
+    top = mine[np.argsort(-score[mine])][: max(POINTS_PER_CLASS, int(len(mine) * TOP_FRACTION))]
+    foreground = spread_points(centers[top], score[top], POINTS_PER_CLASS)
+    others = np.flatnonzero((winner != index) & (best >= NEGATIVE_CONFIDENCE))
+    background = np.zeros((0, 3))
+    if len(others):
+        nearest = np.linalg.norm(centers[others][:, None] - centers[top][None], axis=2).min(1)
+        close = others[np.argsort(nearest)[: 8 * NEGATIVE_POINTS]]
+        background = spread_points(centers[close], best[close], NEGATIVE_POINTS)
+    return ClassPrompts(foreground, background, float(score[mine].mean()))
+
+
+def segment_automatically(
+    predictor: InteractivePredictor,
+    volume: ModelVolume,
+    per_class: dict[str, torch.Tensor],
+    background: torch.Tensor,
+    indices: dict[str, int],
+    threshold: float = 0.5,
+    clicks: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+) -> AutoSegmentation:
+    """Label every class of ``per_class`` (name -> prototypes) found in ``volume``.
+
+    ``indices`` gives each class's value in the returned map; ``clicks`` optionally adds (foreground, background)
+    model-space clicks per class. Where classes overlap, the one with the higher mask logit wins.
+    """
+    size = predictor.model()[0].img_size
+    cells = [cell_features(predictor, volume, crop) for crop in cover_crops(tuple(volume.image.shape[1:]), size)]
+    features = torch.cat([c.features for c in cells])
+    centers = np.concatenate([c.centers for c in cells])
+    names = list(per_class)
+    probabilities = class_probabilities(features, [per_class[n] for n in names], background)
+    best_logits = torch.full(volume.original_shape, float("-inf"))
+    label = torch.zeros(volume.original_shape, dtype=torch.uint8)
+    result = AutoSegmentation(label)
+    for row, name in enumerate(names, start=1):
+        prompts = class_prompts(centers, probabilities, row, threshold)
+        extra_fg, extra_bg = (clicks or {}).get(name, (np.zeros((0, 3)), np.zeros((0, 3))))
+        if prompts is None and len(extra_fg) == 0:
+            result.missing.append(name)
+            continue
+        foreground = np.concatenate([prompts.foreground if prompts else np.zeros((0, 3)), extra_fg])
+        negatives = np.concatenate([prompts.background if prompts else np.zeros((0, 3)), extra_bg])
+        segmentation = predictor.segment(volume, foreground, negatives)
+        logits = predictor.to_original_logits(volume, segmentation)
+        wins = (logits > 0) & (logits > best_logits)
+        label[wins] = indices[name]
+        best_logits = torch.where(wins, logits, best_logits)
+        result.found[name] = {
+            "positive_prompts": len(foreground),
+            "negative_prompts": len(negatives),
+            "confidence": round(prompts.confidence, 3) if prompts else None,
+        }
+    for name in result.found:
+        result.found[name]["voxels"] = int((label == indices[name]).sum())
+    return result

@@ -1,0 +1,127 @@
+"""The prototype bank: per saved label, mask-level prototypes of its classes and of the background.
+
+Each labelled volume contributes, for every class it contains, up to ``PER_VOLUME`` prototypes (k-means over the
+features of the cells mostly inside the class, weighted by how much of each cell the class fills) and a few
+background prototypes. Entries are kept per image with the label time stamp and the model version they were
+computed with, persisted next to the model, updated one image at a time and recomputed when the weights change.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from lib.engine.predictor import InteractivePredictor
+from lib.prototypes.features import cell_features, cell_fractions, cover_crops
+from lib.transforms.preprocess import ModelVolume, load_model_label
+
+logger = logging.getLogger(__name__)
+
+PER_VOLUME = 2  # prototypes per class per volume
+BACKGROUND_PER_VOLUME = 4
+INSIDE = 0.5  # a cell belongs to a class when the class fills at least this fraction of it
+OUTSIDE = 0.05  # ... and to the background when every class fills less than this
+BANK_FORMAT = "seg3d-prototypes-1"
+
+
+def kmeans(points: torch.Tensor, weights: torch.Tensor, k: int, iterations: int = 15) -> torch.Tensor:
+    """Weighted spherical k-means of unit vectors (N, C): k unit centres (deterministic farthest-point start)."""
+    k = min(k, len(points))
+    centers = [points[int(torch.argmax(weights))]]
+    for _ in range(1, k):
+        similarity = torch.stack([points @ c for c in centers]).max(dim=0).values
+        centers.append(points[int(torch.argmin(similarity))])
+    centers = torch.stack(centers)
+    for _ in range(iterations):
+        assignment = torch.argmax(points @ centers.T, dim=1)
+        for j in range(k):
+            members = assignment == j
+            if members.any():
+                centers[j] = torch.nn.functional.normalize((points[members] * weights[members, None]).sum(0), dim=0)
+    return centers
+
+
+@dataclass
+class ImageEntry:
+    """What one saved label contributes."""
+
+    label_ts: object
+    classes: dict[str, torch.Tensor]  # name -> (k, C) unit prototypes
+    background: torch.Tensor  # (k, C)
+
+
+def image_entry(predictor: InteractivePredictor, volume: ModelVolume, label_path: str,
+                classes: dict[str, int], label_ts: object, spacing: float) -> ImageEntry:
+    """Prototypes of one labelled volume (``classes`` maps names to voxel values of the label)."""
+    label = load_model_label(label_path, spacing)
+    if tuple(label.shape) != tuple(volume.image.shape[1:]):
+        raise ValueError(f"label grid {tuple(label.shape)} differs from the image's {tuple(volume.image.shape[1:])}")
+    masks = {name: label == value for name, value in classes.items() if bool((label == value).any())}
+    size = predictor.model()[0].img_size
+    features, fractions = [], {name: [] for name in masks}
+    for crop in cover_crops(tuple(label.shape), size):
+        features.append(cell_features(predictor, volume, crop).features)
+        for name, mask in masks.items():
+            fractions[name].append(cell_fractions(mask, crop))
+    features = torch.cat(features)
+    protos = {}
+    for name in masks:
+        fraction = torch.cat(fractions[name])
+        inside = fraction >= INSIDE
+        if not inside.any():  # a thin or small class: its best-covered cells
+            inside = fraction >= fraction.max() * 0.5
+        protos[name] = kmeans(features[inside], fraction[inside], PER_VOLUME)
+    any_class = torch.stack([torch.cat(f) for f in fractions.values()]).amax(0) if masks else torch.zeros(len(features))
+    outside = any_class < OUTSIDE
+    background = kmeans(features[outside], torch.ones(int(outside.sum())), BACKGROUND_PER_VOLUME)
+    return ImageEntry(label_ts, protos, background)
+
+
+class PrototypeBank:
+    """Entries per image id for one model version, persisted at ``path``; thread-safe."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.lock = threading.RLock()
+        self.model_version: str | None = None
+        self.entries: dict[str, ImageEntry] = {}
+        self.load_error: str | None = None
+        self._load()
+
+    def _load(self) -> None:
+        if not self.path.exists():
+            return
+        try:
+            content = torch.load(self.path, map_location="cpu", weights_only=False)
+            if content.get("format") != BANK_FORMAT:
+                raise ValueError("not a seg3d prototype file")
+            self.model_version = content["model_version"]
+            self.entries = {k: ImageEntry(**v) for k, v in content["entries"].items()}
+        except Exception as e:  # a damaged file is reported and rebuilt from the saved labels
+            self.load_error = f"{type(e).__name__}: {e}"
+            logger.error("Prototype file %s is unreadable (%s); it will be rebuilt from the saved labels",
+                         self.path, self.load_error)
+            self.model_version, self.entries = None, {}
+
+    def save(self) -> None:
+        """Atomically (temporary file, then rename)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        content = {"format": BANK_FORMAT, "model_version": self.model_version,
+                   "entries": {k: vars(v) for k, v in self.entries.items()}}
+        torch.save(content, tmp)
+        os.replace(tmp, self.path)
+
+    def class_names(self) -> list[str]:
+        return sorted({name for entry in self.entries.values() for name in entry.classes})
+
+    def prototypes(self, names: list[str]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Per requested class its prototypes (k_i, C), and all background prototypes (K, C)."""
+        per_class = [torch.cat([e.classes[n] for e in self.entries.values() if n in e.classes]) for n in names]
+        background = torch.cat([e.background for e in self.entries.values()])
+        return per_class, background

@@ -1,0 +1,91 @@
+"""``protosam3d`` through the real server: prototypes from saved labels, a new class without training, restarts."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from monailabel.client.client import MONAILabelClientException
+
+from lib.data.build_sample import ensure_sample
+from lib.training.evaluate import dice
+from tests.server import client, running_server
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TWO_CLASS_LABELS = ("subj_003", "subj_004")
+THIRD_CLASS_LABEL = "subj_005"
+TARGET = "subj_006"
+TWO_CLASSES = [{"name": "white_matter", "idx": 1}, {"name": "grey_matter", "idx": 2}]
+THREE_CLASSES = [*TWO_CLASSES, {"name": "lateral_ventricles", "idx": 3}]
+# Dice on an unseen volume with prototypes from two labelled volumes, starter model (measured ~0.5; see README)
+MIN_DICE = {"white_matter": 0.3, "grey_matter": 0.3}
+
+
+def ground_truth(name: str) -> np.ndarray:
+    return np.asarray(nib.load(REPO_ROOT / "data" / "sample" / "studies_gt" / f"{name}.nii.gz").dataobj)
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory) -> Path:
+    sample = ensure_sample(REPO_ROOT / "data" / "sample")
+    folder = tmp_path_factory.mktemp("studies")
+    for name in (*TWO_CLASS_LABELS, THIRD_CLASS_LABEL, TARGET):
+        shutil.copy(sample / "studies" / f"{name}.nii.gz", folder)
+    return folder
+
+
+def save_label(url: str, folder: Path, name: str, keep: tuple[int, ...], label_info: list[dict]) -> None:
+    image = nib.load(REPO_ROOT / "data" / "sample" / "studies_gt" / f"{name}.nii.gz")
+    label = np.where(np.isin(ground_truth(name), keep), ground_truth(name), 0).astype(np.uint8)
+    path = folder / f"{name}_label.nii.gz"
+    nib.save(nib.Nifti1Image(label, image.affine), str(path))
+    client(url).save_label(name, str(path), tag="final", params={"label_info": label_info})
+
+
+def auto(url: str, params: dict | None = None) -> tuple[np.ndarray, dict]:
+    label_file, result = client(url).infer("protosam3d", TARGET, params or {})
+    return np.asarray(nib.load(label_file).dataobj), result
+
+
+def test_prototypes_segment_saved_classes_learn_a_new_one_and_survive_restarts(studies, tmp_path):
+    state = tmp_path / "state"
+    conf = {"state_dir": str(state), "labels": "white_matter,grey_matter"}
+    with running_server(studies, conf, tmp_path / "server1.log") as server:
+        info = client(server.url).info()["models"]["protosam3d"]
+        assert info["type"] == "segmentation" and info["prototype_classes"] == []
+        with pytest.raises(MONAILabelClientException) as empty:
+            auto(server.url)
+        assert "Status: 409" in str(empty.value.msg) and "save a final label" in str(empty.value.msg)
+
+        for name in TWO_CLASS_LABELS:
+            save_label(server.url, tmp_path, name, (1, 2), TWO_CLASSES)
+        label, result = auto(server.url)
+        assert result["classes"] == {"grey_matter": 2, "white_matter": 1} and result["prototype_volumes"] == 2
+        assert result["label_names"] == {"white_matter": 1, "grey_matter": 2}
+        truth = ground_truth(TARGET)
+        scores = {n: dice(label == v, truth == v) for n, v in (("white_matter", 1), ("grey_matter", 2))}
+        assert all(scores[n] > bound for n, bound in MIN_DICE.items()), scores
+        with pytest.raises(MONAILabelClientException) as unknown:
+            auto(server.url, {"classes": ["liver"]})
+        assert "Status: 422" in str(unknown.value.msg) and "No prototypes for ['liver']" in str(unknown.value.msg)
+
+        save_label(server.url, tmp_path, THIRD_CLASS_LABEL, (1, 2, 3), THREE_CLASSES)  # a class the app never had
+        label, result = auto(server.url)
+        assert result["label_names"]["lateral_ventricles"] == 3
+        assert "lateral_ventricles" in result["found"] and (label == 3).any()
+        assert client(server.url).info()["models"]["protosam3d"]["labels"]["lateral_ventricles"] == 3
+    bank = state / "prototypes" / "bank.pt"
+    saved = bank.stat().st_mtime_ns
+
+    with running_server(studies, conf, tmp_path / "server2.log") as server:
+        _, result = auto(server.url)
+        assert result["prototype_volumes"] == 3 and bank.stat().st_mtime_ns == saved  # loaded, not recomputed
+    bank.write_bytes(b"damaged")
+
+    with running_server(studies, conf, tmp_path / "server3.log") as server:
+        _, result = auto(server.url)
+        assert result["prototype_volumes"] == 3 and "lateral_ventricles" in result["label_names"]
+        assert "Prototype file" in server.log() and "rebuilt from the saved labels" in server.log()

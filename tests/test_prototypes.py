@@ -1,0 +1,53 @@
+"""Prototype bank pieces: crop cover, clustering, prompt spreading, persistence and its failure modes."""
+
+import logging
+
+import numpy as np
+import torch
+
+from lib.prototypes.auto import class_probabilities, spread_points
+from lib.prototypes.bank import ImageEntry, PrototypeBank, kmeans
+from lib.prototypes.features import cover_crops
+
+
+def test_cover_crops_cover_every_voxel_of_a_large_and_a_small_volume():
+    for shape in ((300, 128, 90), (100, 140, 257)):
+        covered = np.zeros(shape, dtype=bool)
+        for crop in cover_crops(shape, 128):
+            lo = np.maximum(np.asarray(crop.origin, dtype=int), 0)
+            covered[lo[0] : lo[0] + 128, lo[1] : lo[1] + 128, lo[2] : lo[2] + 128] = True
+        assert covered.all()
+    assert len(cover_crops((120, 140, 120), 128)) == 2
+
+
+def test_kmeans_separates_two_directions_and_spread_points_keeps_distance():
+    rng = np.random.default_rng(0)
+    a = torch.nn.functional.normalize(torch.tensor([1.0, 0, 0]) + 0.05 * torch.randn(50, 3), dim=1)
+    b = torch.nn.functional.normalize(torch.tensor([0, 1.0, 0]) + 0.05 * torch.randn(30, 3), dim=1)
+    centers = kmeans(torch.cat([a, b]), torch.ones(80), 2)
+    assert sorted(int(torch.argmax(c)) for c in centers) == [0, 1]
+    points = rng.uniform(0, 100, size=(200, 3))
+    chosen = spread_points(points, points[:, 0], 4)
+    assert np.array_equal(chosen[0], points[np.argmax(points[:, 0])])
+    assert min(np.linalg.norm(p - q) for i, p in enumerate(chosen) for q in chosen[i + 1 :]) > 30
+
+
+def test_probabilities_follow_the_nearest_prototype():
+    features = torch.eye(3)
+    probabilities = class_probabilities(features, [torch.eye(3)[1:2], torch.eye(3)[2:3]], torch.eye(3)[0:1])
+    assert torch.equal(torch.argmax(probabilities, dim=0), torch.tensor([0, 1, 2]))
+
+
+def test_bank_round_trip_and_a_corrupt_file_is_reported_and_emptied(tmp_path, caplog):
+    path = tmp_path / "prototypes" / "bank.pt"
+    bank = PrototypeBank(path)
+    bank.model_version = "v"
+    bank.entries["img"] = ImageEntry(7, {"liver": torch.ones(2, 4)}, torch.zeros(3, 4))
+    bank.save()
+    loaded = PrototypeBank(path)
+    assert loaded.model_version == "v" and loaded.class_names() == ["liver"] and loaded.entries["img"].label_ts == 7
+    assert [p.name for p in path.parent.iterdir()] == ["bank.pt"]  # no temporary file left
+    path.write_bytes(b"not a torch file")
+    with caplog.at_level(logging.ERROR):
+        broken = PrototypeBank(path)
+    assert broken.entries == {} and broken.load_error and "will be rebuilt" in caplog.text
