@@ -4,7 +4,8 @@
 
 ``--data`` is the studies folder whose final labels the trainer learns from (the app's trainer, run in-process on a
 MONAI Label datastore, with the app's defaults unless overridden); ``--eval-data`` holds the held-out volumes.
-The adapters go to a temporary folder: the checkpoint and ``model/`` are not touched.
+The adapters go to ``--state DIR/adapters`` (default a temporary folder): the checkpoint and ``model/`` are not
+touched.
 """
 
 from __future__ import annotations
@@ -38,12 +39,13 @@ def main() -> None:
     p.add_argument("--eval-data", type=Path, default=REPO_ROOT / "data" / "sample" / "eval")
     p.add_argument("--minutes", type=float, default=8.0, help="training time budget")
     p.add_argument("--val-split", type=float, default=0.0, help="part of --data held out for validation")
+    p.add_argument("--state", type=Path, default=None, help="where the adapters go (default: a temporary folder)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     pairs, classes = studies_with_classes(args.data)
     labels = {name: index for index, name in sorted(classes.items())}
-    state = Path(tempfile.mkdtemp(prefix="seg3d-finetune-"))
+    state = args.state or Path(tempfile.mkdtemp(prefix="seg3d-finetune-"))
     models = ModelStore(args.checkpoint, adapter_root=state / "adapters")
 
     start = time.perf_counter()
@@ -65,6 +67,7 @@ def main() -> None:
         "labeled_volumes": len(pairs),
         "eval_data": str(args.eval_data),
         "checkpoint": str(args.checkpoint),
+        "state": str(state),
         "train_seconds": round(train_seconds, 1),
         "iterations": info["adapter"]["iterations"],
         "epochs": stats.get("epoch"),

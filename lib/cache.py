@@ -105,6 +105,11 @@ class BoundedCache:
             with self._lock:
                 self._pending.pop(key).set()
 
+    def keys(self) -> list[Hashable]:
+        """A snapshot of the cached keys, least recently used first."""
+        with self._lock:
+            return list(self._items)
+
     def discard(self, predicate: Callable[[Hashable], bool]) -> int:
         """Drop every entry whose key matches ``predicate``; returns how many were dropped."""
         with self._lock:

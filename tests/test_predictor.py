@@ -120,3 +120,19 @@ def test_concurrent_clients_share_one_encoder_run_and_get_their_own_results(star
         ))
     assert predictor.embeddings.stats.misses - misses_before == 1
     assert all(torch.equal(r, e) for r, e in zip(results, expected, strict=True))
+
+
+def test_a_click_reuses_a_cached_crop_that_holds_it_well_inside(starter_checkpoint, tmp_path):
+    """Embeddings computed for other crops (protosam3d's cover crops, another object) serve new objects."""
+    from lib.prompts.geometry import place_crop
+
+    long_image = np.random.default_rng(1).normal(100, 10, size=(300, 40, 30)).astype(np.float32)
+    volume = load_model_volume(str(write_nifti(tmp_path / "long.nii.gz", long_image, np.eye(4))), 1.5)
+    predictor = InteractivePredictor(ModelStore(starter_checkpoint))
+    model, version = predictor.model()
+    cached = place_crop(np.array([100.0, 13.0, 10.0]), tuple(volume.image.shape[1:]))
+    predictor.embedding(model, version, volume, cached)
+    inside = predictor.segment(volume, np.array([[80.0, 13.0, 10.0]]), np.zeros((0, 3)), follow_border=False)
+    assert inside.fine.crop == cached and inside.embedding_hits == [True]
+    near_face = predictor.segment(volume, np.array([[150.0, 13.0, 10.0]]), np.zeros((0, 3)), follow_border=False)
+    assert near_face.fine.crop != cached and near_face.embedding_hits == [False]

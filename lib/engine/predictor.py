@@ -24,6 +24,8 @@ from lib.transforms.preprocess import ModelVolume
 
 logger = logging.getLogger(__name__)
 
+REUSE_MARGIN = 32.0  # voxels between a click and the faces of a cached crop it may reuse (its central half)
+
 
 @dataclass(frozen=True)
 class CropLogits:
@@ -116,13 +118,19 @@ class InteractivePredictor:
 
     def fine_crop(self, volume: ModelVolume, foreground: np.ndarray, anchor: np.ndarray | None,
                   previous_crop: Crop | None) -> Crop:
-        """Keep the previous crop while every foreground click stays well inside it; otherwise centre a new one on
-        ``anchor`` (an ROI centre) if given, else on the foreground clicks."""
-        size = self.model()[0].img_size
+        """Keep the previous crop while every foreground click stays well inside it; otherwise reuse a crop whose
+        embedding is already cached (for example from ``protosam3d``) if it holds the clicks well inside, or centre
+        a new one on ``anchor`` (an ROI centre) if given, else on the foreground clicks."""
+        model, version = self.model()
         if previous_crop is not None and previous_crop.zoom == 1.0 and previous_crop.contains(foreground, margin=4.0):
             return previous_crop
         center = anchor if anchor is not None else foreground.mean(axis=0)
-        return place_crop(center, tuple(volume.image.shape[1:]), size=size)
+        cached = [key[1] for key in self.embeddings.keys() if key[0] == volume.source and key[2] == version
+                  and key[1].zoom == 1.0 and key[1].contains(foreground, margin=REUSE_MARGIN)]
+        if cached and anchor is None:
+            return min(cached, key=lambda crop: float(np.linalg.norm(
+                np.asarray(crop.origin) + (crop.size - 1) / 2.0 - center)))
+        return place_crop(center, tuple(volume.image.shape[1:]), size=model.img_size)
 
     def coarse_crop(self, volume: ModelVolume, fine: Crop) -> Crop | None:
         """A zoomed-out crop covering the whole volume (up to ``max_zoom``), or None if the fine crop already does."""
