@@ -51,3 +51,25 @@ def test_bank_round_trip_and_a_corrupt_file_is_reported_and_emptied(tmp_path, ca
     with caplog.at_level(logging.ERROR):
         broken = PrototypeBank(path)
     assert broken.entries == {} and broken.load_error and "will be rebuilt" in caplog.text
+
+
+def test_image_entry_skips_empty_and_unnamed_classes_with_a_reason(starter_checkpoint, tmp_path, caplog):
+    from lib.engine.model_store import ModelStore
+    from lib.engine.predictor import InteractivePredictor
+    from lib.prototypes.bank import image_entry
+    from lib.transforms.preprocess import load_model_volume
+    from tests.conftest import lps_anisotropic_affine, write_nifti
+
+    affine = lps_anisotropic_affine()
+    image = np.random.default_rng(0).normal(100, 10, size=(60, 50, 30)).astype(np.float32)
+    label = np.zeros(image.shape, np.uint8)
+    label[10:40, 10:30, 5:20] = 1
+    label[45:55, 35:45, 20:25] = 5
+    image_path = write_nifti(tmp_path / "image.nii.gz", image, affine)
+    label_path = write_nifti(tmp_path / "label.nii.gz", label, affine)
+    predictor = InteractivePredictor(ModelStore(starter_checkpoint))
+    volume = load_model_volume(str(image_path), 1.5)
+    with caplog.at_level(logging.WARNING):
+        entry = image_entry(predictor, volume, str(label_path), {"a": 1, "b": 2}, 3, 1.5)
+    assert list(entry.classes) == ["a"] and entry.classes["a"].shape[1] == 192 and entry.background.shape[0] >= 1
+    assert "Skipping class 'b'" in caplog.text and "Skipping values [5]" in caplog.text

@@ -62,6 +62,11 @@ def image_entry(predictor: InteractivePredictor, volume: ModelVolume, label_path
     if tuple(label.shape) != tuple(volume.image.shape[1:]):
         raise ValueError(f"label grid {tuple(label.shape)} differs from the image's {tuple(volume.image.shape[1:])}")
     masks = {name: label == value for name, value in classes.items() if bool((label == value).any())}
+    for name in sorted(set(classes) - set(masks)):
+        logger.warning("Skipping class %r of %s: the label has no voxel of value %d", name, label_path, classes[name])
+    unnamed = sorted(set(torch.unique(label).tolist()) - {0} - set(classes.values()))
+    if unnamed:
+        logger.warning("Skipping values %s of %s: no class name for them in label_info or the app", unnamed, label_path)
     size = predictor.model()[0].img_size
     features, fractions = [], {name: [] for name in masks}
     for crop in cover_crops(tuple(label.shape), size):
