@@ -77,7 +77,7 @@ def running_server(studies: Path, conf: dict[str, str], log_path: Path, timeout:
                 process.kill()
 
 
-def client(url: str) -> MONAILabelClient:
+def client(url: str, client_id: str | None = None) -> MONAILabelClient:
     """A client with its own download folder: the server deletes its result file (same name) from the shared /tmp
     right after responding, which would race with a client saving into /tmp on the same machine."""
-    return MONAILabelClient(server_url=url, tmpdir=tempfile.mkdtemp(prefix="seg3d-client-"))
+    return MONAILabelClient(server_url=url, tmpdir=tempfile.mkdtemp(prefix="seg3d-client-"), client_id=client_id)

@@ -18,8 +18,12 @@ from monailabel.config import settings  # noqa: E402
 from monailabel.interfaces.app import MONAILabelApp  # noqa: E402
 from monailabel.interfaces.datastore import Datastore  # noqa: E402
 from monailabel.interfaces.tasks.infer_v2 import InferTask  # noqa: E402
+from monailabel.interfaces.tasks.scoring import ScoringMethod  # noqa: E402
+from monailabel.interfaces.tasks.strategy import Strategy  # noqa: E402
 from monailabel.interfaces.tasks.train import TrainTask  # noqa: E402
+from monailabel.tasks.activelearning.random import Random  # noqa: E402
 
+from lib.activelearning.uncertainty import UncertaintyStrategy  # noqa: E402
 from lib.configs.protosam3d import ProtoSam3DConfig  # noqa: E402
 from lib.configs.sam3d import Sam3DConfig  # noqa: E402
 from lib.data.classes import (  # noqa: E402
@@ -32,6 +36,7 @@ from lib.data.classes import (  # noqa: E402
 from lib.datastore import ValidatingDatastore  # noqa: E402
 from lib.engine.runtime import Runtime  # noqa: E402
 from lib.errors import NotFound  # noqa: E402
+from lib.scoring.uncertainty import SCORE_KEY, Sam3DUncertaintyScoring  # noqa: E402
 from lib.trainers.auto_train import unseen_labels  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -59,7 +64,8 @@ def app_labels(studies: str, conf: dict[str, str]) -> dict[str, int]:
 
 
 class Seg3DApp(MONAILabelApp):
-    """Interactive 3D SAM (``sam3d``) on the datastore's images."""
+    """Interactive 3D SAM (``sam3d``), automatic ``protosam3d``, the adapter trainer, uncertainty scoring and the
+    ``uncertainty`` next-sample strategy, on the datastore's images."""
 
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]):
         self.model_dir = str(REPO_ROOT / "model")
@@ -104,6 +110,14 @@ class Seg3DApp(MONAILabelApp):
 
     def init_trainers(self) -> dict[str, TrainTask]:
         return {"sam3d": self.sam3d_config.trainer()}
+
+    def init_scoring_methods(self) -> dict[str, ScoringMethod]:
+        samples = int(self.conf.get("uncertainty_samples", 4))
+        return {SCORE_KEY: Sam3DUncertaintyScoring(self.protosam3d_config.service, self.runtime.volumes, samples)}
+
+    def init_strategies(self) -> dict[str, Strategy]:
+        window = float(self.conf.get("next_sample_window_s", 600))
+        return {"uncertainty": UncertaintyStrategy(window_s=window), "random": Random()}
 
     def on_save_label(self, image_id: str, label_id: str) -> None:
         """Add the label's prototypes (seconds); start adapter training once ``--conf train_after_labels N`` new

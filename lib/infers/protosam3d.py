@@ -18,6 +18,7 @@ from lib.prompts.clicks import check_inside, parse_points
 from lib.prompts.geometry import apply_affine, original_to_volume
 from lib.prototypes.auto import segment_automatically
 from lib.prototypes.service import PrototypeService
+from lib.scoring.uncertainty import volume_uncertainty
 from lib.transforms.preprocess import ModelVolume, VolumeCache
 
 
@@ -29,7 +30,9 @@ class ProtoSam3DInfer(ModelSpaceInferTask):
 
     - ``classes``: names to segment (list or comma-separated), default all classes with prototypes;
     - ``threshold``: how sure the prototype match must be before it becomes a prompt (0 to 1, default 0.5);
-    - ``clicks``: ``{class: {"foreground": [[i, j, k], ...], "background": [...]}}`` extra voxel clicks per class.
+    - ``clicks``: ``{class: {"foreground": [[i, j, k], ...], "background": [...]}}`` extra voxel clicks per class;
+    - ``uncertainty``: true returns the voxel uncertainty map instead (predictive entropy of ``samples`` jittered
+      predictions, default 4, max over classes, in percent of one bit) with the volume's score.
     """
 
     def __init__(self, predictor: InteractivePredictor, volumes: VolumeCache, prototypes: PrototypeService,
@@ -57,6 +60,8 @@ class ProtoSam3DInfer(ModelSpaceInferTask):
         self.labels = label_map  # MONAI Label reports the task's labels as the result's ``label_names``
         per_class, background = self.prototypes.bank.prototypes(names)
         start = time.perf_counter()
+        if str(data.get("uncertainty", "")).lower() in ("1", "true", "yes"):
+            return self._uncertainty(data, volume, dict(zip(names, per_class, strict=True)), background, start)
         result = segment_automatically(self.predictor, volume, dict(zip(names, per_class, strict=True)), background,
                                        label_map, threshold, clicks)
         data[self.output_label_key] = MetaTensor(result.label, affine=torch.as_tensor(volume.original_affine))
@@ -66,6 +71,23 @@ class ProtoSam3DInfer(ModelSpaceInferTask):
             "missing": result.missing,
             "model_version": self.prototypes.bank.model_version,
             "prototype_volumes": len(self.prototypes.bank.entries),
+            "model_ms": round((time.perf_counter() - start) * 1000, 1),
+        }
+        return data
+
+
+    def _uncertainty(self, data: dict[str, Any], volume: ModelVolume, prototypes: dict[str, torch.Tensor],
+                     background: torch.Tensor, start: float) -> dict:
+        samples = data.get("samples", 4)
+        if not isinstance(samples, int) or isinstance(samples, bool) or not 2 <= samples <= 16:
+            raise InvalidRequest(f"'samples' must be an integer from 2 to 16, got {samples!r}")
+        result = volume_uncertainty(self.predictor, volume, prototypes, background, samples)
+        percent = (result.entropy * 100).round().to(torch.uint8)
+        data[self.output_label_key] = MetaTensor(percent, affine=torch.as_tensor(volume.original_affine))
+        data[self.output_json_key] = {
+            "uncertainty": {"score": result.score, "per_class": result.per_class, "samples": samples,
+                            "unit": "predictive entropy, percent of one bit, max over classes"},
+            "model_version": self.prototypes.bank.model_version,
             "model_ms": round((time.perf_counter() - start) * 1000, 1),
         }
         return data

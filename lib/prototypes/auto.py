@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,6 +17,7 @@ POINTS_PER_CLASS = 3
 TOP_FRACTION = 0.2  # positives come from this most confident part of a class's cells
 NEGATIVE_POINTS = 3
 NEGATIVE_CONFIDENCE = 0.9
+JITTER_VOXELS = 4.0  # half a feature cell
 
 
 def class_probabilities(
@@ -52,10 +54,15 @@ class AutoSegmentation:
 
 
 def class_prompts(
-    centers: np.ndarray, probabilities: torch.Tensor, index: int, threshold: float
+    centers: np.ndarray, probabilities: torch.Tensor, index: int, threshold: float,
+    rng: np.random.Generator | None = None,
 ) -> ClassPrompts | None:
     """Point prompts for class ``index`` (row of ``probabilities``): positives spread over its most confident
-    cells, negatives at the nearest cells that very confidently belong to the background or another class."""
+    cells, negatives at the nearest cells that very confidently belong to the background or another class.
+
+    With ``rng`` the positives are instead drawn at random among the most confident cells and moved by up to half
+    a cell (prompt jitter, for sampling predictions).
+    """
     winner = torch.argmax(probabilities, dim=0).numpy()
     best = probabilities.amax(0).numpy()
     score = probabilities[index].numpy()
@@ -63,7 +70,11 @@ def class_prompts(
     if len(mine) == 0:
         return None
     top = mine[np.argsort(-score[mine])][: max(POINTS_PER_CLASS, int(len(mine) * TOP_FRACTION))]
-    foreground = spread_points(centers[top], score[top], POINTS_PER_CLASS)
+    if rng is None:
+        foreground = spread_points(centers[top], score[top], POINTS_PER_CLASS)
+    else:
+        drawn = rng.choice(top, size=min(POINTS_PER_CLASS, len(top)), replace=False)
+        foreground = centers[drawn] + rng.uniform(-JITTER_VOXELS, JITTER_VOXELS, size=(len(drawn), 3))
     others = np.flatnonzero((winner != index) & (best >= NEGATIVE_CONFIDENCE))
     background = np.zeros((0, 3))
     if len(others):
@@ -71,6 +82,41 @@ def class_prompts(
         close = others[np.argsort(nearest)[: 8 * NEGATIVE_POINTS]]
         background = spread_points(centers[close], best[close], NEGATIVE_POINTS)
     return ClassPrompts(foreground, background, float(score[mine].mean()))
+
+
+def class_logits(
+    predictor: InteractivePredictor,
+    volume: ModelVolume,
+    per_class: dict[str, torch.Tensor],
+    background: torch.Tensor,
+    threshold: float = 0.5,
+    clicks: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    rng: np.random.Generator | None = None,
+) -> Iterator[tuple[str, torch.Tensor | None, dict]]:
+    """For each class of ``per_class`` (name -> prototypes): its mask logits on the stored image's grid (None when
+    the class is not found) and the prompts used. ``clicks`` adds (foreground, background) model-space clicks per
+    class; ``rng`` jitters the automatic prompts (see :func:`class_prompts`)."""
+    size = predictor.model()[0].img_size
+    cells = [cell_features(predictor, volume, crop) for crop in cover_crops(tuple(volume.image.shape[1:]), size)]
+    features = torch.cat([c.features for c in cells])
+    centers = np.concatenate([c.centers for c in cells])
+    names = list(per_class)
+    probabilities = class_probabilities(features, [per_class[n] for n in names], background)
+    none = np.zeros((0, 3))
+    for row, name in enumerate(names, start=1):
+        prompts = class_prompts(centers, probabilities, row, threshold, rng)
+        extra_fg, extra_bg = (clicks or {}).get(name, (none, none))
+        if prompts is None and len(extra_fg) == 0:
+            yield name, None, {}
+            continue
+        foreground = np.concatenate([prompts.foreground if prompts else none, extra_fg])
+        negatives = np.concatenate([prompts.background if prompts else none, extra_bg])
+        segmentation = predictor.segment(volume, foreground, negatives)
+        yield name, predictor.to_original_logits(volume, segmentation), {
+            "positive_prompts": len(foreground),
+            "negative_prompts": len(negatives),
+            "confidence": round(prompts.confidence, 3) if prompts else None,
+        }
 
 
 def segment_automatically(
@@ -82,38 +128,19 @@ def segment_automatically(
     threshold: float = 0.5,
     clicks: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> AutoSegmentation:
-    """Label every class of ``per_class`` (name -> prototypes) found in ``volume``.
-
-    ``indices`` gives each class's value in the returned map; ``clicks`` optionally adds (foreground, background)
-    model-space clicks per class. Where classes overlap, the one with the higher mask logit wins.
-    """
-    size = predictor.model()[0].img_size
-    cells = [cell_features(predictor, volume, crop) for crop in cover_crops(tuple(volume.image.shape[1:]), size)]
-    features = torch.cat([c.features for c in cells])
-    centers = np.concatenate([c.centers for c in cells])
-    names = list(per_class)
-    probabilities = class_probabilities(features, [per_class[n] for n in names], background)
+    """Label every class of ``per_class`` found in ``volume`` with its value in ``indices``; where classes overlap,
+    the one with the higher mask logit wins."""
     best_logits = torch.full(volume.original_shape, float("-inf"))
     label = torch.zeros(volume.original_shape, dtype=torch.uint8)
     result = AutoSegmentation(label)
-    for row, name in enumerate(names, start=1):
-        prompts = class_prompts(centers, probabilities, row, threshold)
-        extra_fg, extra_bg = (clicks or {}).get(name, (np.zeros((0, 3)), np.zeros((0, 3))))
-        if prompts is None and len(extra_fg) == 0:
+    for name, logits, prompts in class_logits(predictor, volume, per_class, background, threshold, clicks):
+        if logits is None:
             result.missing.append(name)
             continue
-        foreground = np.concatenate([prompts.foreground if prompts else np.zeros((0, 3)), extra_fg])
-        negatives = np.concatenate([prompts.background if prompts else np.zeros((0, 3)), extra_bg])
-        segmentation = predictor.segment(volume, foreground, negatives)
-        logits = predictor.to_original_logits(volume, segmentation)
         wins = (logits > 0) & (logits > best_logits)
         label[wins] = indices[name]
         best_logits = torch.where(wins, logits, best_logits)
-        result.found[name] = {
-            "positive_prompts": len(foreground),
-            "negative_prompts": len(negatives),
-            "confidence": round(prompts.confidence, 3) if prompts else None,
-        }
+        result.found[name] = prompts
     for name in result.found:
         result.found[name]["voxels"] = int((label == indices[name]).sum())
     return result

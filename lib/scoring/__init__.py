@@ -1,0 +1,1 @@
+"""Scoring methods for active learning."""
