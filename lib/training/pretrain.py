@@ -136,7 +136,7 @@ def main() -> None:
     stats = train(model, volumes, args.minutes, args.max_clicks, args.lr, rng)
     record = {
         "command": "python -m lib.training.pretrain " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in {"threads"}
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in {"threads", "evaluate_only"}
         ),
         "data": str(args.data),
         "training_volumes": len(volumes),
