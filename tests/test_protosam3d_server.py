@@ -20,8 +20,8 @@ THIRD_CLASS_LABEL = "subj_005"
 TARGET = "subj_006"
 TWO_CLASSES = [{"name": "white_matter", "idx": 1}, {"name": "grey_matter", "idx": 2}]
 THREE_CLASSES = [*TWO_CLASSES, {"name": "lateral_ventricles", "idx": 3}]
-# Dice on an unseen volume with prototypes from two labelled volumes, starter model (measured ~0.5; see README)
-MIN_DICE = {"white_matter": 0.3, "grey_matter": 0.3}
+# Dice on an unseen volume with prototypes from two labelled volumes, starter model (measured WM 0.48, GM 0.56)
+MIN_DICE = {"white_matter": 0.4, "grey_matter": 0.45}
 
 
 def ground_truth(name: str) -> np.ndarray:
