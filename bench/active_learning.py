@@ -1,6 +1,6 @@
 """Simulated annotation: does the ``uncertainty`` strategy teach the model faster than ``random``?
 
-    python bench/active_learning.py --data data/sample/studies --truth data/sample/studies_gt \\
+    python -m bench.active_learning --data data/sample/studies --truth data/sample/studies_gt \\
         --eval-data data/sample/eval --out out/active_learning.json --plot out/active_learning.png
 
 Each run starts from the first labelled volume of ``--data``; each round the strategy picks an unlabeled volume,
@@ -105,7 +105,7 @@ def simulate(args, strategy: str, seed: int, pool: dict[str, Path], truth: dict[
 
 def area(curve: list[float]) -> float:
     """Area under Dice vs labelled volumes, divided by the span of labelled counts (a mean Dice)."""
-    return float(np.trapezoid(curve) / (len(curve) - 1))
+    return float((np.sum(curve) - (curve[0] + curve[-1]) / 2.0) / (len(curve) - 1))
 
 
 def plot(curves: dict[str, list[list[float]]], path: Path) -> None:

@@ -1,6 +1,6 @@
 """``protosam3d`` (automatic segmentation from prototypes): Dice per class and whole-volume latency.
 
-    python bench/auto.py --data data/sample/studies --eval-data data/sample/eval --out out/auto.json
+    python -m bench.auto --data data/sample/studies --eval-data data/sample/eval --out out/auto.json
 
 Prototypes come from the first 1 and from the first 3 labelled volumes of ``--data`` (``--shots``); Dice is
 measured on every volume of ``--eval-data``. ``--adapters DIR`` adds a run with the adapters published in

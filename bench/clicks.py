@@ -1,6 +1,6 @@
 """Dice after 1, 3, 5 and 10 simulated clicks per class: the 3D SAM checkpoint vs a random-walker baseline.
 
-    python bench/clicks.py --data data/sample/eval --checkpoint model/starter.pt --out out/clicks.json
+    python -m bench.clicks --data data/sample/eval --checkpoint model/starter.pt --out out/clicks.json
 
 Clicks follow the reference protocol (each at the most interior voxel of the largest error region, accumulated,
 previous logits fed back). The baseline is fed exactly the clicks the model received.

@@ -1,6 +1,6 @@
 """Adapter fine-tuning: wall time, and Dice at 1 and 5 clicks per class on held-out volumes before and after.
 
-    python bench/finetune.py --data data/sample/studies --eval-data data/sample/eval --out out/finetune.json
+    python -m bench.finetune --data data/sample/studies --eval-data data/sample/eval --out out/finetune.json
 
 ``--data`` is the studies folder whose final labels the trainer learns from (the app's trainer, run in-process on a
 MONAI Label datastore, with the app's defaults unless overridden); ``--eval-data`` holds the held-out volumes.

@@ -1,6 +1,6 @@
 """Click latency through the real server, plus encoder/decoder time, for starter, FastSAM3D and SAM-Med3D sizes.
 
-    python bench/latency.py --data data/sample/studies --checkpoint model/starter.pt --out out/latency.json
+    python -m bench.latency --data data/sample/studies --checkpoint model/starter.pt --out out/latency.json
 
 The starter row uses ``--checkpoint``; the FastSAM3D and SAM-Med3D rows use random weights of the official layouts
 (timing does not depend on the weights). Every row runs in this one process on the same images and clicks.
