@@ -136,3 +136,18 @@ def test_a_click_reuses_a_cached_crop_that_holds_it_well_inside(starter_checkpoi
     assert inside.fine.crop == cached and inside.embedding_hits == [True]
     near_face = predictor.segment(volume, np.array([[150.0, 13.0, 10.0]]), np.zeros((0, 3)), follow_border=False)
     assert near_face.fine.crop != cached and near_face.embedding_hits == [False]
+
+
+def test_results_keep_an_axis_permuting_affine(starter_checkpoint, tmp_path):
+    """A PIR-oriented image (the affine permutes axes): MONAI's NIfTI writer fails on it, seg3d's does not."""
+    affine = np.array([[0.0, 0.0, -1.2, 90.0], [-1.0, 0.0, 0.0, 100.0], [0.0, 1.5, 0.0, -60.0], [0, 0, 0, 1]])
+    array = np.random.default_rng(2).normal(100, 10, size=(70, 60, 50)).astype(np.float32)
+    array[20:50, 20:40, 15:35] += 200
+    image_path = write_nifti(tmp_path / "pir.nii.gz", array, affine)
+    task = Sam3DInfer(InteractivePredictor(ModelStore(starter_checkpoint)), VolumeCache(1.5, 1 << 30), {"object": 1})
+    label_file, _ = task({"image": str(image_path), "foreground": [[35, 30, 25]], "device": "cpu",
+                          "result_dtype": "uint8"})
+    label = nib.load(label_file)
+    assert label.shape == array.shape and np.allclose(label.affine, affine, atol=1e-4)
+    assert label.get_data_dtype() == np.uint8
+    os.remove(label_file)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import nibabel as nib
+import numpy as np
+from monai.data import MetaTensor
 from monailabel.tasks.infer.basic_infer import BasicInferTask
-from monailabel.transform.writer import Writer
 
 from lib.engine.predictor import InteractivePredictor
+from lib.errors import InvalidRequest
 from lib.transforms.preprocess import LoadModelVolumed, VolumeCache
 
 
@@ -45,10 +49,17 @@ class ModelSpaceInferTask(BasicInferTask):
         return []
 
     def writer(self, data: dict[str, Any], extension=None, dtype=None) -> tuple[Any, Any]:
-        """NIfTI results through nibabel (fast, and no ITK start-up on the first click); other formats as MONAI
-        Label writes them."""
+        """NIfTI results written directly with nibabel on the stored image's affine (fast, no ITK start-up, and
+        MONAI's NIfTI writer fails on axis-permuting affines); other formats as MONAI Label writes them."""
         ext = data.get("result_extension") or ".nii.gz"
-        if ext in (".nii", ".nii.gz"):
-            data["result_extension"] = ext
-            return Writer(label=self.output_label_key, json=self.output_json_key, nibabel=True)(data)
-        return super().writer(data, extension, dtype)
+        if ext not in (".nii", ".nii.gz"):
+            return super().writer(data, extension, dtype)
+        label: MetaTensor = data[self.output_label_key]
+        try:
+            dtype = np.dtype(data.get("result_dtype") or np.uint8)
+        except TypeError as e:
+            raise InvalidRequest(f"Unknown result_dtype {data.get('result_dtype')!r}") from e
+        array = np.asarray(label.array, dtype=dtype)
+        path = tempfile.NamedTemporaryFile(suffix=ext, delete=False).name
+        nib.save(nib.Nifti1Image(array, np.asarray(label.affine, dtype=np.float64)), path)
+        return path, data.get(self.output_json_key, {})
