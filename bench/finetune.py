@@ -70,6 +70,7 @@ def main() -> None:
         "state": str(state),
         "train_seconds": round(train_seconds, 1),
         "iterations": info["adapter"]["iterations"],
+        "optimizer_steps": info["adapter"]["optimizer_steps"],
         "epochs": stats.get("epoch"),
         "trainable_parameters": info["adapter"]["trainable_parameters"],
         "dice_before": before,

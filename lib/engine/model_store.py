@@ -16,7 +16,8 @@ from lib.model.adapter_file import apply_adapters, file_sha256, read_adapter_fil
 
 logger = logging.getLogger(__name__)
 
-ADAPTER_INFO = ("classes", "metrics", "published", "trained_on", "iterations", "seconds", "trainable_parameters")
+ADAPTER_INFO = ("classes", "metrics", "published", "trained_on", "iterations", "optimizer_steps", "seconds",
+                "trainable_parameters")
 
 
 class ModelStore:

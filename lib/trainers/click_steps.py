@@ -44,29 +44,52 @@ def _unwrap(network: nn.Module) -> ClickTrainingModule:
     return network.module if isinstance(network, nn.parallel.DistributedDataParallel) else network
 
 
-class ClickTrainingStep:
-    """One iteration: a simulated interaction (1 to ``max_clicks`` clicks) per crop of the batch, then one step."""
+class ClassDifficulty:
+    """Running Dice per object class during training; classes the model still gets wrong are drawn more often
+    (weight ``1 - Dice``, at least ``floor``), so a class new to the base model gets most of the steps."""
 
-    def __init__(self, max_clicks: int, seed: int = 0):
+    def __init__(self, momentum: float = 0.9, floor: float = 0.3):
+        self.momentum = momentum
+        self.floor = floor
+        self.dice: dict[str, float] = {}
+
+    def update(self, name: str, dice: float) -> None:
+        previous = self.dice.get(name)
+        self.dice[name] = dice if previous is None else self.momentum * previous + (1 - self.momentum) * dice
+
+    def weights(self) -> dict[str, float]:
+        return {name: max(self.floor, 1.0 - d) for name, d in self.dice.items()}
+
+
+class ClickTrainingStep:
+    """One iteration over a batch of crops: per crop a simulated interaction (1 to ``max_clicks`` clicks) and one
+    optimiser step (as in pretraining: many small steps learn a new class faster than few averaged ones)."""
+
+    def __init__(self, max_clicks: int, seed: int = 0, difficulty: ClassDifficulty | None = None):
         self.max_clicks = max_clicks
         self.rng = np.random.default_rng(seed)
+        self.difficulty = difficulty
+        self.steps = 0
 
     def __call__(self, engine: Any, batch: dict[str, Any]) -> dict[str, Any]:
         network = engine.network
         network.train()
         images = batch["image"].to(engine.state.device)
         targets = batch["label"].to(engine.state.device)
-        engine.optimizer.zero_grad(set_to_none=True)
+        trainable = [p for p in network.parameters() if p.requires_grad]
         predictions, half_targets, losses = [], [], []
         for i in range(images.shape[0]):
+            engine.optimizer.zero_grad(set_to_none=True)
             outcome = network(images[i : i + 1], targets[i : i + 1], int(self.rng.integers(1, self.max_clicks + 1)))
-            (outcome.loss / images.shape[0]).backward()
+            outcome.loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+            engine.optimizer.step()
+            self.steps += 1
+            if self.difficulty is not None:
+                self.difficulty.update(batch["object"][i], outcome.dices[-1])
             losses.append(outcome.loss.detach())
             predictions.append(outcome.predictions[-1].float())
             half_targets.append(outcome.target)
-        trainable = [p for p in network.parameters() if p.requires_grad]
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        engine.optimizer.step()
         return {
             "image": images,
             "label": torch.cat(half_targets),

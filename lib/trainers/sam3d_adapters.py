@@ -25,7 +25,13 @@ from monailabel.tasks.train.basic_train import BasicTrainTask, Context
 from lib.engine.model_store import ModelStore
 from lib.model.adapter_file import apply_adapters
 from lib.model.adapters import add_adapters, set_trainable, trainable_state
-from lib.trainers.click_steps import VALIDATION_CLICKS, ClickTrainingModule, ClickTrainingStep, ClickValidationStep
+from lib.trainers.click_steps import (
+    VALIDATION_CLICKS,
+    ClassDifficulty,
+    ClickTrainingModule,
+    ClickTrainingStep,
+    ClickValidationStep,
+)
 from lib.trainers.datalist import training_datalist
 from lib.transforms.training import LoadTrainingPaird, ObjectCropsd, RandClickCropd
 
@@ -34,12 +40,12 @@ logger = logging.getLogger(__name__)
 KEY_METRIC = f"val_dice_{max(VALIDATION_CLICKS)}clicks"
 
 DEFAULTS: dict[str, Any] = {
-    "max_epochs": 50,
+    "max_epochs": 100,
     "max_minutes": 8.0,
     "val_split": 0.2,
     "max_clicks": 5,
     "crops_per_volume": 4,
-    "lr": 2e-4,
+    "lr": 5e-4,
     "bottleneck": 32,
     "train_norms": True,
     "train_prompt_encoder": True,
@@ -122,7 +128,8 @@ class Sam3DAdapterTrain(BasicTrainTask):
 
     def train_pre_transforms(self, context: Context) -> list:
         size = context.network_size
-        return [LoadTrainingPaird(self.spacing), RandClickCropd(size, int(context.request["crops_per_volume"]))]
+        crops = RandClickCropd(size, int(context.request["crops_per_volume"]), weights=context.difficulty.weights)
+        return [LoadTrainingPaird(self.spacing), crops]
 
     def train_post_transforms(self, context: Context) -> None:
         return None
@@ -149,6 +156,7 @@ class Sam3DAdapterTrain(BasicTrainTask):
             mask_decoder=bool(request["train_mask_decoder"]),
         )
         context.network_size = sam.img_size
+        context.difficulty = ClassDifficulty()
         context.published_before = published
         logger.info("Trainable parameters: %d (%s)", context.trainable_parameters, sam.variant)
         return ClickTrainingModule(sam, seed=int(request["seed"]))
@@ -178,7 +186,8 @@ class Sam3DAdapterTrain(BasicTrainTask):
 
     def train_iteration_update(self, context: Context) -> ClickTrainingStep:
         seed = int(context.request["seed"]) + context.local_rank
-        return ClickTrainingStep(int(context.request["max_clicks"]), seed=seed)
+        context.click_step = ClickTrainingStep(int(context.request["max_clicks"]), seed, context.difficulty)
+        return context.click_step
 
     def val_iteration_update(self, context: Context) -> ClickValidationStep:
         return ClickValidationStep()
@@ -274,6 +283,8 @@ class AdapterPublisher:
             "validated_on": [{"id": item["id"], "label_ts": item.get("label_ts")} for item in context.val_datalist],
             "metrics": metrics,
             "iterations": trainer.state.iteration,
+            "optimizer_steps": context.click_step.steps,
+            "class_train_dice": {k: round(v, 4) for k, v in context.difficulty.dice.items()},
             "seconds": round(time.time() - context.start_ts, 1),
             "trainable_parameters": context.trainable_parameters,
             "continued_from": context.published_before,

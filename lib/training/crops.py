@@ -12,14 +12,18 @@ MIN_TARGET_VOXELS = 20
 
 
 def sample_crop_pair(
-    image: torch.Tensor, targets: dict[str, torch.Tensor], size: int, rng: np.random.Generator
+    image: torch.Tensor, targets: dict[str, torch.Tensor], size: int, rng: np.random.Generator,
+    weights: dict[str, float] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, str]:
     """(image (1, 1, S, S, S), binary target (1, 1, S, S, S), object name) around a random voxel of a random object.
 
-    ``image`` is (1, X, Y, Z) in model space and ``targets`` maps object names to (X, Y, Z) masks on its grid.
+    ``image`` is (1, X, Y, Z) in model space and ``targets`` maps object names to (X, Y, Z) masks on its grid;
+    objects are drawn uniformly, or in proportion to ``weights`` (default 1 for names it lacks).
     """
+    names = sorted(targets)
+    p = np.asarray([weights.get(n, 1.0) for n in names], dtype=np.float64) if weights else None
     for _ in range(100):
-        name = str(rng.choice(sorted(targets)))
+        name = str(rng.choice(names) if p is None else rng.choice(names, p=p / p.sum()))
         mask = targets[name]
         voxels = torch.nonzero(mask)
         center = voxels[int(rng.integers(len(voxels)))].numpy().astype(np.float64)

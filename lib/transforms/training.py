@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -36,11 +37,13 @@ class LoadTrainingPaird(MapTransform):
 
 
 class RandClickCropd(Randomizable, Transform):
-    """``num_samples`` random crops (see :func:`sample_crop_pair`): a list of ``{"image", "label"}`` (1, S, S, S)."""
+    """``num_samples`` random crops (see :func:`sample_crop_pair`): a list of ``{"image", "label", "object"}``
+    (1, S, S, S); ``weights`` (a callable giving ``{object: weight}`` now) steers which objects are drawn."""
 
-    def __init__(self, size: int, num_samples: int):
+    def __init__(self, size: int, num_samples: int, weights: Callable[[], dict[str, float]] | None = None):
         self.size = size
         self.num_samples = num_samples
+        self.weights = weights
         self.rng = np.random.default_rng()
 
     def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> RandClickCropd:
@@ -56,7 +59,8 @@ class RandClickCropd(Randomizable, Transform):
             raise ValueError(f"label of {data.get('id')} has no class with {MIN_OBJECT_VOXELS}+ voxels")
         crops = []
         for _ in range(self.num_samples):
-            image, target, name = sample_crop_pair(data["image"], data["targets"], self.size, self.rng)
+            weights = self.weights() if self.weights else None
+            image, target, name = sample_crop_pair(data["image"], data["targets"], self.size, self.rng, weights)
             crops.append({"image": image[0], "label": target[0], "object": name})
         return crops
 
