@@ -75,7 +75,9 @@ def click_plan(pairs, classes, count: int) -> list[tuple[str, str, list[int], li
 
 
 def server_round_trips(url: str, plan) -> dict[str, float]:
-    """Median seconds per click kind; a "first click" only counts when the server reports an encoder run."""
+    """Median seconds per click kind. A "first click" counts only when the server reports an encoder run, a
+    follow-up only when it reports none (the second follow-up adds a far foreground click, which may need a new
+    crop: that is a first click for the new crop, not a follow-up)."""
     c = client(url)
     times: dict[str, list[float]] = {"cold": [], "first": [], "follow": []}
     for image_id, name, a, b, far in plan:
@@ -88,11 +90,13 @@ def server_round_trips(url: str, plan) -> dict[str, float]:
             start = time.perf_counter()
             _, result = c.infer("sam3d", image_id, params)
             elapsed = time.perf_counter() - start
-            if bucket != "first" or not all(result["embedding_cached"]):
+            hits = result["embedding_cached"]
+            if bucket == "cold" or (bucket == "first" and not all(hits)) or (bucket == "follow" and all(hits)):
                 times[bucket].append(elapsed)
+    summary = {f"{name}_count": len(values) for name, values in times.items()}
     return {"first_click_cold_image_s": statistics.median(times["cold"]),
             "first_click_s": statistics.median(times["first"]) if times["first"] else float("nan"),
-            "follow_up_click_s": statistics.median(times["follow"])}
+            "follow_up_click_s": statistics.median(times["follow"]) if times["follow"] else float("nan"), **summary}
 
 
 def main() -> None:
@@ -108,7 +112,8 @@ def main() -> None:
         confs = {"starter": {"checkpoint": str(args.checkpoint)}, **random_official_checkpoints(Path(tmp))}
         for variant, conf in confs.items():
             row = model_times(conf, args.repeats)
-            with running_server(args.data, {**conf, "device": "cpu"}, Path(tmp) / f"{variant}.log") as server:
+            log = (args.out.parent if args.out else Path(tmp)) / f"latency_server_{variant}.log"
+            with running_server(args.data, {**conf, "device": "cpu"}, log) as server:
                 row.update(server_round_trips(server.url, plan))
                 row["server_rss_mb"] = server.rss_mb()
             rows[variant] = {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
