@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -60,6 +61,7 @@ class ModelSpaceInferTask(BasicInferTask):
         except TypeError as e:
             raise InvalidRequest(f"Unknown result_dtype {data.get('result_dtype')!r}") from e
         array = np.asarray(label.array, dtype=dtype)
-        path = tempfile.NamedTemporaryFile(suffix=ext, delete=False).name
+        handle, path = tempfile.mkstemp(suffix=ext)
+        os.close(handle)
         nib.save(nib.Nifti1Image(array, np.asarray(label.affine, dtype=np.float64)), path)
         return path, data.get(self.output_json_key, {})
