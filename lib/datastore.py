@@ -1,4 +1,5 @@
-"""A local datastore that refuses unreadable uploads, mismatched or empty labels and path-like ids."""
+"""A local datastore that refuses unreadable uploads, mismatched or empty labels and path-like ids; helpers that let
+the app read final labels the same way from a local folder and from a DICOMweb PACS."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from typing import Any
 
 import numpy as np
 from monai.transforms import LoadImage
+from monailabel.datastore.dicom import DICOMWebDatastore
 from monailabel.datastore.local import LocalDatastore
+from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 
 from lib.errors import InvalidRequest, NotFound, UnreadableImage
 
@@ -59,3 +62,20 @@ class ValidatingDatastore(LocalDatastore):
         if not np.any(label > 0):
             raise InvalidRequest(f"Label for {image_id!r} is empty (no voxel above 0); nothing was saved")
         return super().save_label(image_id, label_filename, label_tag, label_info)
+
+
+def fetch_remote_labels(datastore: Datastore) -> None:
+    """On DICOMweb, forget the cached series lists (kept 2 h by default) and fetch every DICOM SEG not yet converted,
+    so labels saved by this server or by anyone else on the PACS count at once."""
+    if isinstance(datastore, DICOMWebDatastore):
+        DICOMWebDatastore.list_images.cache.clear()
+        DICOMWebDatastore.get_labeled_images.cache.clear()
+        datastore.datalist()
+
+
+def final_label_path(datastore: Datastore, image_id: str) -> str:
+    """The image's final label file. DICOMweb keeps a NIfTI copy of each SEG it saved or fetched under the image id
+    (its own ``get_label_uri`` wants the SEG's series id, and with the image id it downloads the image instead)."""
+    if isinstance(datastore, DICOMWebDatastore):
+        return LocalDatastore.get_label_uri(datastore, image_id, DefaultLabelTag.FINAL)
+    return datastore.get_label_uri(image_id, DefaultLabelTag.FINAL)

@@ -42,11 +42,13 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_server(studies: Path, conf: dict[str, str], log_path: Path, timeout: float = 180.0) -> Iterator[Server]:
-    """Run seg3d on ``studies`` and yield it once ``/info`` answers; the server is stopped afterwards."""
+def running_server(studies: Path | str, conf: dict[str, str], log_path: Path, timeout: float = 180.0,
+                   env: dict[str, str] | None = None) -> Iterator[Server]:
+    """Run seg3d on ``studies`` (a folder or a DICOMweb URL) with extra environment ``env`` and yield it once
+    ``/info`` answers; the server is stopped afterwards."""
     port = free_port()
     bin_dir = str(Path(sys.executable).parent)
-    env = dict(os.environ)
+    env = {**os.environ, **(env or {})}
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
     env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env["MONAI_LABEL_AUTO_UPDATE_SCORING"] = "false"

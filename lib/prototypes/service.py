@@ -9,6 +9,7 @@ from pathlib import Path
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 
 from lib.data.classes import add_new_names
+from lib.datastore import fetch_remote_labels, final_label_path
 from lib.engine.predictor import InteractivePredictor
 from lib.prototypes.bank import PrototypeBank, image_entry
 from lib.trainers.datalist import label_classes, skip_reason
@@ -43,6 +44,7 @@ class PrototypeService:
                 if self.bank.entries:
                     logger.info("Model is now %s: recomputing %d prototype entries", version, len(self.bank.entries))
                 self.bank.model_version, self.bank.entries, changed = version, {}, True
+            fetch_remote_labels(datastore)
             labeled = {
                 image: (datastore.get_label_info(image, DefaultLabelTag.FINAL) or {})
                 for image in datastore.get_labeled_images(DefaultLabelTag.FINAL)
@@ -59,7 +61,7 @@ class PrototypeService:
 
     def _add(self, datastore: Datastore, image: str, info: dict) -> bool:
         image_path = datastore.get_image_uri(image)
-        label_path = datastore.get_label_uri(image, DefaultLabelTag.FINAL)
+        label_path = final_label_path(datastore, image)
         reason = skip_reason(image_path, label_path)
         if reason is None:
             try:

@@ -9,7 +9,7 @@ import numpy as np
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 
 from lib.data.classes import class_key, parse_label_info
-from lib.datastore import read_volume
+from lib.datastore import fetch_remote_labels, final_label_path, read_volume
 from lib.errors import UnreadableImage
 
 logger = logging.getLogger(__name__)
@@ -44,9 +44,10 @@ def skip_reason(image_path: str, label_path: str) -> str | None:
 def training_datalist(datastore: Datastore, app_labels: dict[str, int]) -> list[dict[str, Any]]:
     """``[{"id", "image", "label", "classes", "label_ts"}]`` for every usable final label, sorted by id."""
     items = []
+    fetch_remote_labels(datastore)
     for name in sorted(datastore.get_labeled_images(DefaultLabelTag.FINAL)):
         image = datastore.get_image_uri(name)
-        label = datastore.get_label_uri(name, DefaultLabelTag.FINAL)
+        label = final_label_path(datastore, name)
         reason = skip_reason(image, label)
         if reason:
             logger.warning("Skipping label of %s: %s", name, reason)

@@ -1,0 +1,154 @@
+"""seg3d on a real PACS: Debian's Orthanc with DICOMweb on loopback, sample volumes stored as DICOM MR series over
+STOW-RS, the server started with ``--studies http://127.0.0.1:PORT/dicom-web``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+import requests
+import SimpleITK as sitk
+from dicomweb_client.api import DICOMwebClient
+from scipy.ndimage import affine_transform
+
+from lib.data.build_sample import ensure_sample
+from lib.data.dicom import nifti_to_dicom_series
+from lib.prompts.clicks import next_click
+from lib.training.evaluate import dice
+from tests.pacs import running_orthanc
+from tests.server import client, running_server
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+IMAGES = ("subj_008", "subj_003")  # PIR and RAS
+LABEL_INFO = [{"name": "white_matter", "idx": 1}, {"name": "grey_matter", "idx": 2},
+              {"name": "lateral_ventricles", "idx": 3}]
+OHIF_PARAMS = {"result_extension": ".nrrd", "result_dtype": "uint8", "restore_label_idx": False}
+# white matter after three clicks on a series from the PACS (same bound as on local NIfTI files)
+WHITE_MATTER_DICE_AT_3_CLICKS = 0.6
+# protosam3d white matter on a series, prototypes from one label saved as DICOM SEG (local NIfTI measured 0.48)
+PROTOSAM3D_WHITE_MATTER_DICE = 0.3
+
+
+@dataclass(frozen=True)
+class Series:
+    uid: str
+    image: nib.Nifti1Image  # the series as the server sees it (read back from the DICOM files)
+    truth: np.ndarray  # ground truth on that grid
+
+
+def series_as_read(folder: Path) -> nib.Nifti1Image:
+    """The DICOM series read the way MONAI Label converts it (SimpleITK's GDCM series reader)."""
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder)))
+    path = folder.parent / f"{folder.name}.nii.gz"
+    sitk.WriteImage(reader.Execute(), str(path))
+    return nib.load(str(path))
+
+
+def resample_nearest(label: nib.Nifti1Image, target: nib.Nifti1Image) -> np.ndarray:
+    """``label`` on the voxel grid of ``target`` (world coordinates, nearest neighbour)."""
+    voxel_to_voxel = np.linalg.inv(label.affine) @ target.affine
+    return affine_transform(np.asarray(label.dataobj), voxel_to_voxel[:3, :3], voxel_to_voxel[:3, 3],
+                            output_shape=target.shape, order=0)
+
+
+@pytest.fixture(scope="module")
+def pacs(tmp_path_factory):
+    with running_orthanc(tmp_path_factory.mktemp("orthanc")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def series(pacs, tmp_path_factory) -> dict[str, Series]:
+    sample = ensure_sample(REPO_ROOT / "data" / "sample")
+    folder = tmp_path_factory.mktemp("dicom")
+    stow = DICOMwebClient(pacs.dicomweb)
+    found = {}
+    for name in IMAGES:
+        files = nifti_to_dicom_series(sample / "studies" / f"{name}.nii.gz", folder / name, patient_id=name)
+        datasets = [pydicom.dcmread(str(f)) for f in files]
+        stow.store_instances(datasets)
+        image = series_as_read(folder / name)
+        truth = resample_nearest(nib.load(sample / "studies_gt" / f"{name}.nii.gz"), image)
+        found[name] = Series(uid=str(datasets[0].SeriesInstanceUID), image=image, truth=truth)
+    return found
+
+
+@pytest.fixture(scope="module")
+def server(pacs, series, tmp_path_factory):
+    env = {"MONAI_LABEL_DICOMWEB_SEARCH_FILTER": json.dumps({"Modality": "MR"}),
+           "MONAI_LABEL_DICOMWEB_CACHE_PATH": str(tmp_path_factory.mktemp("dicom_cache"))}
+    conf = {"state_dir": str(tmp_path_factory.mktemp("state"))}
+    with running_server(pacs.dicomweb, conf, tmp_path_factory.mktemp("logs") / "server.log", env=env) as running:
+        yield running
+
+
+def load_result(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """Result voxels and RAS affine of a NIfTI or NRRD file."""
+    image = sitk.ReadImage(path)
+    array = np.transpose(sitk.GetArrayFromImage(image), (2, 1, 0))
+    direction = np.array(image.GetDirection()).reshape(3, 3) * np.array(image.GetSpacing())
+    affine = np.eye(4)
+    affine[:3, :3], affine[:3, 3] = direction, image.GetOrigin()
+    return array, np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
+
+
+def test_series_from_the_pacs_are_the_datastore(server, series):
+    info = client(server.url).info()
+    assert info["datastore"]["total"] == len(IMAGES)
+    sample = client(server.url, "annotator-a").next_sample("random", {})
+    assert sample["id"] in {s.uid for s in series.values()}
+
+
+def test_sam3d_on_a_series_returns_nrrd_as_ohif_asks(server, series):
+    target = series["subj_008"]
+    truth = target.truth == 1
+    prediction = np.zeros(truth.shape, dtype=bool)
+    foreground, background = [], []
+    for _ in range(3):
+        point, is_foreground = next_click(prediction, truth)
+        (foreground if is_foreground else background).append(point.tolist())
+        params = {"foreground": foreground, "background": background, "label": "white_matter", **OHIF_PARAMS}
+        result_file, result = client(server.url).infer("sam3d", target.uid, params)
+        assert result_file.endswith(".nrrd")
+        array, affine = load_result(result_file)
+        assert array.dtype == np.uint8 and array.shape == target.image.shape
+        assert np.allclose(affine, target.image.affine, atol=1e-3)
+        prediction = array > 0
+    assert dice(prediction, truth) > WHITE_MATTER_DICE_AT_3_CLICKS
+
+
+def test_dicom_seg_output_references_the_series(server, series, tmp_path):
+    target = series["subj_003"]
+    params = {"foreground": [np.argwhere(target.truth == 1)[0].tolist()], "label": "white_matter",
+              "label_info": LABEL_INFO[:1]}
+    response = requests.post(f"{server.url}/infer/sam3d", params={"image": target.uid, "output": "dicom_seg"},
+                             data={"params": json.dumps(params)}, timeout=300)
+    assert response.status_code == 200, response.text
+    path = tmp_path / "result.dcm"
+    path.write_bytes(response.content)
+    seg = pydicom.dcmread(str(path))
+    assert seg.Modality == "SEG"
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == target.uid
+    assert int(seg.NumberOfFrames) > 0
+
+
+def test_final_label_goes_to_the_pacs_as_dicom_seg_and_feeds_protosam3d(server, pacs, series, tmp_path):
+    labelled, other = series["subj_008"], series["subj_003"]
+    label_path = tmp_path / "label.nii.gz"
+    nib.save(nib.Nifti1Image(labelled.truth.astype(np.uint8), labelled.image.affine), str(label_path))
+    client(server.url).save_label(labelled.uid, str(label_path), "final", {"label_info": LABEL_INFO})
+
+    segs = DICOMwebClient(pacs.dicomweb).search_for_series(search_filters={"Modality": "SEG"})
+    assert len(segs) == 1
+    assert client(server.url, "annotator-b").next_sample("random", {})["id"] == other.uid
+
+    result_file, result = client(server.url).infer("protosam3d", other.uid, OHIF_PARAMS)
+    array, _ = load_result(result_file)
+    assert array.shape == other.image.shape
+    assert dice(array == 1, other.truth == 1) > PROTOSAM3D_WHITE_MATTER_DICE
