@@ -1,11 +1,14 @@
-"""The ``uncertainty`` strategy on a real local datastore: scores, the hand-out window and the random fallback."""
+"""The strategies on a real local datastore: scores, the hand-out window, the random fallback, ``random``."""
 
 import logging
 import time
 
 import numpy as np
+import pytest
 from monailabel.datastore.local import LocalDatastore
+from monailabel.tasks.activelearning.random import Random
 
+from lib.activelearning.random import RecencyWeightedRandom
 from lib.activelearning.uncertainty import UncertaintyStrategy
 from tests.conftest import write_nifti
 
@@ -35,3 +38,13 @@ def test_highest_score_first_unless_another_annotator_just_got_it(tmp_path):
     assert strategy({"strategy": "uncertainty", "client_id": "y"}, store)["id"] == "c"  # another one
     store.update_image_info("b", {"strategy": {"uncertainty": {"ts": int(time.time()) - 120, "client_id": "x"}}})
     assert strategy({"strategy": "uncertainty", "client_id": "y"}, store)["id"] == "b"  # the window has passed
+
+
+def test_random_still_picks_when_every_volume_was_served_this_second(tmp_path):
+    store = datastore(tmp_path)
+    now = int(time.time())
+    for name in ("a", "b", "c"):
+        store.update_image_info(name, {"strategy": {"random": {"ts": now + 5, "client_id": "x"}}})
+    with pytest.raises(ValueError, match="weights must be greater than zero"):
+        Random()({"strategy": "random"}, store)  # MONAI Label's own: a 500 for the annotator
+    assert RecencyWeightedRandom(seed=0)({"strategy": "random"}, store)["id"] in ("a", "b", "c")

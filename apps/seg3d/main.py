@@ -21,8 +21,8 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask  # noqa: E402
 from monailabel.interfaces.tasks.scoring import ScoringMethod  # noqa: E402
 from monailabel.interfaces.tasks.strategy import Strategy  # noqa: E402
 from monailabel.interfaces.tasks.train import TrainTask  # noqa: E402
-from monailabel.tasks.activelearning.random import Random  # noqa: E402
 
+from lib.activelearning.random import RecencyWeightedRandom  # noqa: E402
 from lib.activelearning.uncertainty import UncertaintyStrategy  # noqa: E402
 from lib.configs.protosam3d import ProtoSam3DConfig  # noqa: E402
 from lib.configs.sam3d import Sam3DConfig  # noqa: E402
@@ -35,7 +35,8 @@ from lib.data.classes import (  # noqa: E402
 )
 from lib.datastore import ValidatingDatastore  # noqa: E402
 from lib.engine.runtime import Runtime  # noqa: E402
-from lib.errors import NotFound  # noqa: E402
+from lib.errors import InvalidRequest, NotFound  # noqa: E402
+from lib.request_files import allowed_file, is_path_like  # noqa: E402
 from lib.scoring.uncertainty import SCORE_KEY, Sam3DUncertaintyScoring  # noqa: E402
 from lib.trainers.auto_train import unseen_labels  # noqa: E402
 
@@ -98,10 +99,18 @@ class Seg3DApp(MONAILabelApp):
         )
 
     def infer(self, request: dict[str, Any], datastore: Datastore | None = None) -> dict[str, Any]:
-        """Refuse unknown image ids with a 404 naming the id (MONAI Label would pass an empty path on)."""
+        """Refuse unknown image ids with a 404 naming the id (MONAI Label would pass an empty path on), and paths
+        other than the studies folder's files, an upload or a session image with a 422."""
         image = request.get("image")
         store = datastore or self.datastore()
-        if isinstance(image, str) and not os.path.exists(image) and not store.get_image_uri(image):
+        if not isinstance(image, str) or not image:
+            raise InvalidRequest("'image' must be an image id of the datastore")
+        if is_path_like(image):
+            sessions = self.sessions()
+            roots = [self.studies if os.path.isdir(self.studies) else "", sessions.store_path if sessions else ""]
+            if not allowed_file(image, roots):
+                raise InvalidRequest(f"'image' must be an image id of the datastore, not a path: {image!r}")
+        elif not store.get_image_uri(image):
             raise NotFound(f"Image not found: {image!r} is not in the datastore")
         return super().infer(request, datastore)
 
@@ -117,7 +126,7 @@ class Seg3DApp(MONAILabelApp):
 
     def init_strategies(self) -> dict[str, Strategy]:
         window = float(self.conf.get("next_sample_window_s", 600))
-        return {"uncertainty": UncertaintyStrategy(window_s=window), "random": Random()}
+        return {"uncertainty": UncertaintyStrategy(window_s=window), "random": RecencyWeightedRandom()}
 
     def on_save_label(self, image_id: str, label_id: str) -> None:
         """Add the label's prototypes (seconds); start adapter training once ``--conf train_after_labels N`` new

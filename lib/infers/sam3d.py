@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import Any
 
@@ -19,6 +18,7 @@ from lib.errors import InvalidRequest, UnreadableImage
 from lib.infers.base import ModelSpaceInferTask
 from lib.prompts.clicks import check_inside, parse_points, parse_roi
 from lib.prompts.geometry import apply_affine, mask_to_crop_logits, original_to_volume
+from lib.request_files import is_upload
 from lib.transforms.preprocess import ModelVolume, VolumeCache
 
 logger = logging.getLogger(__name__)
@@ -104,9 +104,10 @@ class Sam3DInfer(ModelSpaceInferTask):
 
     @staticmethod
     def _previous_mask(data: dict[str, Any], shape: tuple[int, ...]) -> torch.Tensor | None:
-        """An uploaded previous label (MONAI Label puts its temporary path under ``label``), if any."""
+        """An uploaded previous label (MONAI Label puts its temporary path under ``label``), if any. Any other
+        ``label`` value is the object's name (3D Slicer sends it there), never a file to read."""
         path = data.get("label")
-        if not isinstance(path, str) or not os.path.isfile(path):
+        if not isinstance(path, str) or not is_upload(path):
             return None
         try:
             mask = LoadImage(image_only=True)(path)
