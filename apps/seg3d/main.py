@@ -101,6 +101,8 @@ class Seg3DApp(MONAILabelApp):
     def infer(self, request: dict[str, Any], datastore: Datastore | None = None) -> dict[str, Any]:
         """Refuse unknown image ids with a 404 naming the id (MONAI Label would pass an empty path on), and paths
         other than the studies folder's files, an upload or a session image with a 422."""
+        if request.get("model") not in self._infers:
+            raise NotFound(f"No model {request.get('model')!r}; this app serves {sorted(self._infers)}")
         image = request.get("image")
         store = datastore or self.datastore()
         if not isinstance(image, str) or not image:
@@ -113,6 +115,12 @@ class Seg3DApp(MONAILabelApp):
         elif not store.get_image_uri(image):
             raise NotFound(f"Image not found: {image!r} is not in the datastore")
         return super().infer(request, datastore)
+
+    def next_sample(self, request: dict[str, Any]) -> dict[str, Any]:
+        """A 404 naming the strategies for an unknown one (MONAI Label answers 500)."""
+        if request.get("strategy") not in self._strategies:
+            raise NotFound(f"No strategy {request.get('strategy')!r}; this app has {sorted(self._strategies)}")
+        return super().next_sample(request)
 
     def init_infers(self) -> dict[str, InferTask]:
         return {"sam3d": self.sam3d_config.infer(), "protosam3d": self.protosam3d_config.infer()}

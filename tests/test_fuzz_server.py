@@ -1,0 +1,103 @@
+"""Property-based fuzzing of the real server's infer and datastore parameters: any input gets an answer below 500,
+the server keeps serving, and nothing is read or written outside the studies folder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lib.data.build_sample import ensure_sample
+from tests.server import running_server
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+IMAGES = ("subj_005",)
+FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+
+json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12),
+                         st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20))
+json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4)
+                           | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=12)
+points = st.lists(st.lists(st.integers(-50, 400), min_size=0, max_size=4), max_size=3)
+infer_keys = ("foreground", "background", "label", "roi", "result_extension", "result_dtype", "restore_label_idx",
+              "label_info", "classes", "threshold", "uncertainty", "label_name", "image", "client_id")
+infer_params = st.dictionaries(st.sampled_from(infer_keys), st.one_of(points, json_values), max_size=6)
+# MONAI Label's own /infer endpoint answers an empty image id with a 500 before the app is called: not fuzzed
+image_ids = st.one_of(st.sampled_from([*IMAGES, "missing", "../subj_005", "/etc/passwd", "labels/final/x"]),
+                      st.text(min_size=1, max_size=30))
+# the form field "params" is a JSON object for every client; MONAI Label's datastore endpoints answer anything else
+# (invalid JSON, a bare number) with a 500 before the app is called, so only its contents are fuzzed
+json_objects = st.dictionaries(st.text(max_size=8), json_values, max_size=3).map(json.dumps)
+models = st.sampled_from(["sam3d", "protosam3d", "nope"])
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory) -> Path:
+    sample = ensure_sample(REPO_ROOT / "data" / "sample")
+    folder = tmp_path_factory.mktemp("fuzz") / "studies"
+    folder.mkdir()
+    for name in IMAGES:
+        shutil.copy(sample / "studies" / f"{name}.nii.gz", folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(studies, tmp_path_factory):
+    conf = {"state_dir": str(tmp_path_factory.mktemp("state"))}
+    with running_server(studies, conf, tmp_path_factory.mktemp("logs") / "server.log") as running:
+        yield running
+
+
+def snapshot(root: Path) -> dict[str, int]:
+    """Every image and label file under ``root`` with its size (not MONAI Label's JSON index)."""
+    return {str(p.relative_to(root)): p.stat().st_size for p in root.rglob("*") if p.is_file()
+            and not p.name.endswith(".json")}
+
+
+def assert_answered(response: requests.Response) -> None:
+    assert response.status_code < 500, f"{response.request.method} {response.url}: {response.status_code} " \
+                                       f"{response.text[:300]}"
+
+
+def test_infer_parameters(server, studies):
+    @FUZZ
+    @given(model=models, image=image_ids, params=infer_params)
+    def run(model, image, params):
+        response = requests.post(f"{server.url}/infer/{model}", params={"image": image},
+                                 data={"params": json.dumps(params)}, timeout=120)
+        assert_answered(response)
+
+    run()
+    assert requests.get(f"{server.url}/info/", timeout=30).status_code == 200
+    assert [p.name for p in studies.parent.iterdir()] == ["studies"]  # nothing written beside the studies folder
+
+
+def test_datastore_parameters(server, studies):
+    before = snapshot(studies)
+    payloads = st.sampled_from([b"", b"not an image", (studies / f"{IMAGES[0]}.nii.gz").read_bytes()[:5000]])
+
+    @FUZZ
+    @given(image=image_ids, tag=st.one_of(st.sampled_from(["final", "original", "../x", ""]), st.text(max_size=10)),
+           payload=payloads, params=json_objects)
+    def run(image, tag, payload, params):
+        for response in (
+            requests.get(f"{server.url}/datastore/image", params={"image": image}, timeout=30),
+            requests.get(f"{server.url}/datastore/image/info", params={"image": image}, timeout=30),
+            requests.get(f"{server.url}/datastore/label", params={"label": image, "tag": tag}, timeout=30),
+            requests.put(f"{server.url}/datastore/label", params={"image": image, "tag": tag},
+                         files={"label": ("label.nii.gz", payload)}, data={"params": params}, timeout=60),
+            requests.put(f"{server.url}/datastore/image", params={"image": image},
+                         files={"file": ("image.nii.gz", payload)}, data={"params": params}, timeout=60),
+            requests.post(f"{server.url}/activelearning/{tag or 'random'}", data=params,
+                          headers={"Content-Type": "application/json"}, timeout=30),
+        ):
+            assert_answered(response)
+
+    run()
+    assert snapshot(studies) == before  # nothing was saved, overwritten or removed
+    assert [p.name for p in studies.parent.iterdir()] == ["studies"]
