@@ -38,6 +38,7 @@ from lib.engine.runtime import Runtime  # noqa: E402
 from lib.errors import InvalidRequest, NotFound  # noqa: E402
 from lib.request_files import allowed_file, is_path_like  # noqa: E402
 from lib.scoring.uncertainty import SCORE_KEY, Sam3DUncertaintyScoring  # noqa: E402
+from lib.threaded_infer import thread_infer_requests  # noqa: E402
 from lib.trainers.auto_train import unseen_labels  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ class Seg3DApp(MONAILabelApp):
             version=monailabel.__version__,
             labels=self.label_map,
         )
+        thread_infer_requests()
 
     def init_datastore(self) -> Datastore:
         if self.studies.startswith(("http://", "https://")):
