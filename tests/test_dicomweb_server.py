@@ -1,5 +1,6 @@
 """seg3d on a real PACS: Debian's Orthanc with DICOMweb on loopback, sample volumes stored as DICOM MR series over
-STOW-RS, the server started with ``--studies http://127.0.0.1:PORT/dicom-web``."""
+STOW-RS, the server started with ``--studies http://127.0.0.1:PORT/dicom-web``, and the OHIF viewer that MONAI Label
+serves at ``/ohif/`` driven in headless Chromium (Debian's) by Playwright."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 import requests
 import SimpleITK as sitk
 from dicomweb_client.api import DICOMwebClient
+from playwright.sync_api import sync_playwright
 from scipy.ndimage import affine_transform
 
 from lib.data.build_sample import ensure_sample
@@ -27,6 +29,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ("subj_008", "subj_003")  # PIR and RAS
 LABEL_INFO = [{"name": "white_matter", "idx": 1}, {"name": "grey_matter", "idx": 2},
               {"name": "lateral_ventricles", "idx": 3}]
+CHROMIUM = "/usr/bin/chromium"
+# the flags that keep Chromium from reaching for the network it does not have (each refused connection costs time)
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
 OHIF_PARAMS = {"result_extension": ".nrrd", "result_dtype": "uint8", "restore_label_idx": False}
 # white matter after three clicks on a series from the PACS (same bound as on local NIfTI files)
 WHITE_MATTER_DICE_AT_3_CLICKS = 0.6
@@ -37,6 +43,7 @@ PROTOSAM3D_WHITE_MATTER_DICE = 0.3
 @dataclass(frozen=True)
 class Series:
     uid: str
+    study_uid: str
     image: nib.Nifti1Image  # the series as the server sees it (read back from the DICOM files)
     truth: np.ndarray  # ground truth on that grid
 
@@ -75,7 +82,8 @@ def series(pacs, tmp_path_factory) -> dict[str, Series]:
         stow.store_instances(datasets)
         image = series_as_read(folder / name)
         truth = resample_nearest(nib.load(sample / "studies_gt" / f"{name}.nii.gz"), image)
-        found[name] = Series(uid=str(datasets[0].SeriesInstanceUID), image=image, truth=truth)
+        found[name] = Series(uid=str(datasets[0].SeriesInstanceUID), study_uid=str(datasets[0].StudyInstanceUID),
+                             image=image, truth=truth)
     return found
 
 
@@ -152,3 +160,29 @@ def test_final_label_goes_to_the_pacs_as_dicom_seg_and_feeds_protosam3d(server, 
     array, _ = load_result(result_file)
     assert array.shape == other.image.shape
     assert dice(array == 1, other.truth == 1) > PROTOSAM3D_WHITE_MATTER_DICE
+
+
+def test_ohif_shows_the_study_and_the_monai_label_panel_lists_both_models(server, series, tmp_path):
+    study = series["subj_003"].study_uid
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1600, "height": 1000})
+            # the panel's server address (it defaults to port 8000 of the page's host)
+            context.add_cookies([{"name": "MONAILABEL_SERVER_URL", "value": f"{server.url}/", "url": server.url}])
+            page = context.new_page()
+            page.goto(f"{server.url}/ohif/monai-label?StudyInstanceUIDs={study}", timeout=120_000)
+            page.get_by_text("Confirm and Hide").click(timeout=120_000)
+            page.wait_for_selector("canvas", timeout=120_000)
+            page.locator("button.actionButton").first.click()  # connect
+            panel = page.get_by_text("Auto-Segmentation")
+            panel.wait_for(timeout=60_000)
+            page.get_by_text("Point Prompts").click()
+            page.wait_for_timeout(3000)  # the slices finish rendering
+            page.screenshot(path=str(tmp_path / "ohif.png"))
+            text = page.inner_text("body")
+        finally:
+            browser.close()
+    assert "protosam3d" in text and "sam3d" in text.replace("protosam3d", "")
+    assert "T1" in text  # the series description from the PACS, shown in the study browser and viewports
+    assert (tmp_path / "ohif.png").stat().st_size > 50_000

@@ -86,9 +86,11 @@ class Seg3DApp(MONAILabelApp):
             name="seg3d",
             description="Interactive 3D Segment-Anything with adapters, prototypes and active learning",
             version=monailabel.__version__,
-            labels=self.label_map,
+            # a list of names, as MONAI Label builds it itself: OHIF's panel fails on a {name: index} map
+            labels=sorted(self.label_map, key=self.label_map.get),
         )
-        thread_infer_requests()
+        if str(conf.get("threaded_infer", "true")).lower() != "false":
+            thread_infer_requests()
 
     def init_datastore(self) -> Datastore:
         if self.studies.startswith(("http://", "https://")):
