@@ -6,14 +6,11 @@ import contextlib
 import json
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
-
-from tests.server import free_port
+from tests.server import free_port, wait_until_serving
 
 ORTHANC = "/usr/sbin/Orthanc"
 DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
@@ -57,16 +54,7 @@ def running_orthanc(storage: Path, timeout: float = 60.0) -> Iterator[Pacs]:
     with open(storage / "orthanc.log", "wb") as log:
         process = subprocess.Popen([ORTHANC, "--verbose", str(config)], stdout=log, stderr=subprocess.STDOUT)
         try:
-            deadline = time.monotonic() + timeout
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"Orthanc exited:\n{(storage / 'orthanc.log').read_text()[-3000:]}")
-                with contextlib.suppress(requests.RequestException):
-                    if requests.get(f"{url}/dicom-web/studies", timeout=5).status_code == 200:
-                        break
-                if time.monotonic() > deadline:
-                    raise TimeoutError("Orthanc did not start")
-                time.sleep(0.5)
+            wait_until_serving(process, f"{url}/dicom-web/studies", storage / "orthanc.log", timeout)
             yield Pacs(url=url)
         finally:
             process.terminate()

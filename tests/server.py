@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,20 @@ import psutil
 import requests
 from monailabel.client import MONAILabelClient
 
+from lib.data.build_sample import ensure_sample
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = REPO_ROOT / "data" / "sample"
+
+
+def sample_studies(folder: Path, images: Iterable[str], files: Iterable[str] = ()) -> Path:
+    """``folder`` filled with the sample's ``images`` and ``files`` (paths in the sample's studies folder, e.g.
+    ``classes.txt`` or ``labels/final/subj_000.nii.gz``); the sample data is built first when missing."""
+    source = ensure_sample(SAMPLE) / "studies"
+    for relative in [f"{name}.nii.gz" for name in images] + list(files):
+        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source / relative, folder / relative)
+    return folder
 
 
 def free_port() -> int:
@@ -41,6 +55,20 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
 
+def wait_until_serving(process: subprocess.Popen, probe_url: str, log_path: Path, timeout: float) -> None:
+    """Until ``probe_url`` answers 200; fails with the end of the process's log if it exits or times out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[0]} exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(probe_url, timeout=5).status_code == 200:
+                return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{process.args[0]} did not start:\n{log_path.read_text()[-4000:]}")
+        time.sleep(0.5)
+
+
 @contextlib.contextmanager
 def running_server(studies: Path | str, conf: dict[str, str], log_path: Path, timeout: float = 180.0,
                    env: dict[str, str] | None = None) -> Iterator[Server]:
@@ -60,16 +88,7 @@ def running_server(studies: Path | str, conf: dict[str, str], log_path: Path, ti
     with open(log_path, "wb") as log:
         process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(REPO_ROOT))
         try:
-            deadline = time.monotonic() + timeout
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"server exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
-                with contextlib.suppress(requests.RequestException):
-                    if requests.get(f"{url}/info/", timeout=5).status_code == 200:
-                        break
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"server did not start:\n{log_path.read_text()[-4000:]}")
-                time.sleep(1.0)
+            wait_until_serving(process, f"{url}/info/", log_path, timeout)
             yield Server(url=url, pid=process.pid, log_path=log_path)
         finally:
             process.terminate()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -11,8 +10,7 @@ import numpy as np
 import pytest
 import requests
 
-from lib.data.build_sample import ensure_sample
-from tests.server import client, running_server
+from tests.server import client, running_server, sample_studies
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LABELED = "subj_003"
@@ -22,10 +20,7 @@ LABEL_INFO = [{"name": "white_matter", "idx": 1}, {"name": "grey_matter", "idx":
 
 @pytest.fixture(scope="module")
 def studies(tmp_path_factory) -> Path:
-    sample = ensure_sample(REPO_ROOT / "data" / "sample")
-    folder = tmp_path_factory.mktemp("studies")
-    for name in (LABELED, *UNLABELED):
-        shutil.copy(sample / "studies" / f"{name}.nii.gz", folder)
+    folder = sample_studies(tmp_path_factory.mktemp("studies"), (LABELED, *UNLABELED))
     (folder / "broken.nii.gz").write_bytes(b"not an image")  # an image that fails to load is skipped
     return folder
 
@@ -64,7 +59,8 @@ def test_scores_pick_the_most_uncertain_volume_for_one_annotator_at_a_time(studi
         info = client(server.url).info()
         assert list(info["strategies"])[0] == "uncertainty" and "sam3d_uncertainty" in info["scoring"]
         first = client(server.url, "ann-2").next_sample("uncertainty", {})
-        assert first["id"] in (*UNLABELED, "broken") and "random" in first.get("reason", "")  # no scores yet
+        # no label and no score yet: a random one of all four (and the unreadable file)
+        assert first["id"] in (LABELED, *UNLABELED, "broken") and "random" in first.get("reason", "")
 
         save_label(server.url, tmp_path, LABELED)
         assert run_scoring(server.url)["status"] == "DONE"

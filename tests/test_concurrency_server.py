@@ -3,7 +3,6 @@ and a click is not held up by another client's whole-volume ``protosam3d`` run."
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -13,10 +12,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from lib.data.build_sample import ensure_sample
 from lib.data.mni import load_template
 from lib.prompts.clicks import next_click
-from tests.server import client, running_server
+from tests.server import client, running_server, sample_studies
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ("subj_003", "subj_004", "subj_005", "subj_006")
@@ -29,12 +27,8 @@ CLICK_DURING_PROTOSAM3D_S = 3.0
 
 @pytest.fixture(scope="module")
 def studies(tmp_path_factory) -> Path:
-    sample = ensure_sample(REPO_ROOT / "data" / "sample")
-    folder = tmp_path_factory.mktemp("studies")
-    for name in (*IMAGES, LABELLED):
-        shutil.copy(sample / "studies" / f"{name}.nii.gz", folder)
-    (folder / "labels" / "final").mkdir(parents=True)
-    shutil.copy(sample / "studies" / "labels" / "final" / f"{LABELLED}.nii.gz", folder / "labels" / "final")
+    folder = sample_studies(tmp_path_factory.mktemp("studies"), (*IMAGES, LABELLED),
+                            [f"labels/final/{LABELLED}.nii.gz"])
     template = load_template()
     nib.save(nib.Nifti1Image(template.t1, template.affine), str(folder / f"{TEMPLATE}.nii.gz"))
     return folder

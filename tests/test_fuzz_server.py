@@ -4,7 +4,6 @@ the server keeps serving, and nothing is read or written outside the studies fol
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,8 +11,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lib.data.build_sample import ensure_sample
-from tests.server import running_server
+from tests.server import running_server, sample_studies
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ("subj_005",)
@@ -38,12 +36,9 @@ models = st.sampled_from(["sam3d", "protosam3d", "nope"])
 
 @pytest.fixture(scope="module")
 def studies(tmp_path_factory) -> Path:
-    sample = ensure_sample(REPO_ROOT / "data" / "sample")
     folder = tmp_path_factory.mktemp("fuzz") / "studies"
     folder.mkdir()
-    for name in IMAGES:
-        shutil.copy(sample / "studies" / f"{name}.nii.gz", folder)
-    return folder
+    return sample_studies(folder, IMAGES)
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -10,9 +9,8 @@ import numpy as np
 import pytest
 from monailabel.client.client import MONAILabelClientException
 
-from lib.data.build_sample import ensure_sample
 from lib.training.evaluate import dice
-from tests.server import client, running_server
+from tests.server import client, running_server, sample_studies
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TWO_CLASS_LABELS = ("subj_003", "subj_004")
@@ -30,11 +28,7 @@ def ground_truth(name: str) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def studies(tmp_path_factory) -> Path:
-    sample = ensure_sample(REPO_ROOT / "data" / "sample")
-    folder = tmp_path_factory.mktemp("studies")
-    for name in (*TWO_CLASS_LABELS, THIRD_CLASS_LABEL, TARGET):
-        shutil.copy(sample / "studies" / f"{name}.nii.gz", folder)
-    return folder
+    return sample_studies(tmp_path_factory.mktemp("studies"), (*TWO_CLASS_LABELS, THIRD_CLASS_LABEL, TARGET))
 
 
 def save_label(url: str, folder: Path, name: str, keep: tuple[int, ...], label_info: list[dict]) -> None:

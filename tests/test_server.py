@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -10,10 +9,9 @@ import numpy as np
 import pytest
 from monailabel.client.client import MONAILabelClientException
 
-from lib.data.build_sample import ensure_sample
 from lib.prompts.clicks import next_click
 from lib.training.evaluate import dice
-from tests.server import client, running_server
+from tests.server import client, running_server, sample_studies
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ("subj_003", "subj_004")
@@ -23,12 +21,7 @@ WHITE_MATTER_DICE_AT_3_CLICKS = 0.6
 
 @pytest.fixture(scope="module")
 def studies(tmp_path_factory) -> Path:
-    sample = ensure_sample(REPO_ROOT / "data" / "sample")
-    folder = tmp_path_factory.mktemp("studies")
-    for name in IMAGES:
-        shutil.copy(sample / "studies" / f"{name}.nii.gz", folder)
-    shutil.copy(sample / "studies" / "classes.txt", folder)
-    return folder
+    return sample_studies(tmp_path_factory.mktemp("studies"), IMAGES, ["classes.txt"])
 
 
 @pytest.fixture(scope="module")

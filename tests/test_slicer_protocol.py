@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -14,10 +13,9 @@ import pytest
 import requests
 import SimpleITK as sitk
 
-from lib.data.build_sample import ensure_sample
 from lib.prompts.clicks import next_click
 from lib.training.evaluate import dice
-from tests.server import client, running_server
+from tests.server import client, running_server, sample_studies
 from tests.test_training_server import wait_for_training
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -67,11 +65,7 @@ def wait_for_datalist_read(url: str, timeout: float = 120.0) -> None:
 
 @pytest.fixture(scope="module")
 def studies(tmp_path_factory) -> Path:
-    sample = ensure_sample(REPO_ROOT / "data" / "sample")
-    folder = tmp_path_factory.mktemp("studies")
-    for name in IMAGES:
-        shutil.copy(sample / "studies" / f"{name}.nii.gz", folder)
-    return folder
+    return sample_studies(tmp_path_factory.mktemp("studies"), IMAGES)
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 from monailabel.client.client import MONAILabelClientException
 
-from lib.data.build_sample import ensure_sample
 from lib.model.adapter_file import file_sha256
-from tests.server import client, running_server
+from tests.server import client, running_server, sample_studies
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LABELED = ("subj_005", "subj_006")
@@ -26,11 +25,7 @@ CLICK = {"foreground": [[96, 110, 90]], "label": "white_matter"}
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory) -> tuple[Path, Path]:
-    sample = ensure_sample(REPO_ROOT / "data" / "sample")
-    studies = tmp_path_factory.mktemp("studies")
-    for name in (*LABELED, UNLABELED):
-        shutil.copy(sample / "studies" / f"{name}.nii.gz", studies)
-    shutil.copy(sample / "studies" / "classes.txt", studies)
+    studies = sample_studies(tmp_path_factory.mktemp("studies"), (*LABELED, UNLABELED), ["classes.txt"])
     return studies, tmp_path_factory.mktemp("state")
 
 
