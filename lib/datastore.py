@@ -64,13 +64,21 @@ class ValidatingDatastore(LocalDatastore):
         return super().save_label(image_id, label_filename, label_tag, label_info)
 
 
-def fetch_remote_labels(datastore: Datastore) -> None:
-    """On DICOMweb, forget the cached series lists (kept 2 h by default) and fetch every DICOM SEG not yet converted,
-    so labels saved by this server or by anyone else on the PACS count at once."""
+def forget_remote_lists(datastore: Datastore) -> None:
+    """On DICOMweb, drop MONAI Label's cached series lists (kept 2 h by default) after a label was saved, so the
+    volume counts as labelled at once."""
     if isinstance(datastore, DICOMWebDatastore):
         DICOMWebDatastore.list_images.cache.clear()
         DICOMWebDatastore.get_labeled_images.cache.clear()
-        datastore.datalist()
+
+
+def fetch_remote_labels(datastore: Datastore) -> None:
+    """On DICOMweb, convert the DICOM SEGs the PACS lists that have no local copy yet (MONAI Label's datalist);
+    nothing to do, and no request to the PACS beyond its cached lists, when every one has."""
+    if isinstance(datastore, DICOMWebDatastore):
+        local = set(LocalDatastore.get_labeled_images(datastore, DefaultLabelTag.FINAL))
+        if set(datastore.get_labeled_images(DefaultLabelTag.FINAL)) - local:
+            datastore.datalist()
 
 
 def final_label_path(datastore: Datastore, image_id: str) -> str:

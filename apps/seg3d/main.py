@@ -33,7 +33,7 @@ from lib.data.classes import (  # noqa: E402
     read_classes_txt,
     saved_label_names,
 )
-from lib.datastore import ValidatingDatastore  # noqa: E402
+from lib.datastore import ValidatingDatastore, forget_remote_lists  # noqa: E402
 from lib.engine.runtime import Runtime  # noqa: E402
 from lib.errors import InvalidRequest, NotFound  # noqa: E402
 from lib.request_files import allowed_file, is_path_like  # noqa: E402
@@ -144,6 +144,7 @@ class Seg3DApp(MONAILabelApp):
         """Add the label's prototypes (seconds); start adapter training once ``--conf train_after_labels N`` new
         final labels have been saved."""
         super().on_save_label(image_id, label_id)
+        forget_remote_lists(self.datastore())
         try:
             self.protosam3d_config.service.sync()
         except Exception:  # the label is saved either way; protosam3d retries on its next request
