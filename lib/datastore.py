@@ -3,8 +3,10 @@ the app read final labels the same way from a local folder and from a DICOMweb P
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -12,6 +14,7 @@ from monai.transforms import LoadImage
 from monailabel.datastore.dicom import DICOMWebDatastore
 from monailabel.datastore.local import LocalDatastore
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
+from monailabel.interfaces.exception import ImageNotFoundException, LabelNotFoundException
 
 from lib.errors import InvalidRequest, NotFound, UnreadableImage
 
@@ -62,6 +65,27 @@ class ValidatingDatastore(LocalDatastore):
         if not np.any(label > 0):
             raise InvalidRequest(f"Label for {image_id!r} is empty (no voxel above 0); nothing was saved")
         return super().save_label(image_id, label_filename, label_tag, label_info)
+
+    def update_image_info(self, image_id: str, info: dict[str, Any]) -> None:
+        with not_found_as_404():
+            super().update_image_info(image_id, info)
+
+    def update_label_info(self, label_id: str, label_tag: str, info: dict[str, Any]) -> None:
+        with not_found_as_404():
+            super().update_label_info(label_id, label_tag, info)
+
+    def remove_image(self, image_id: str) -> None:
+        with not_found_as_404():
+            super().remove_image(image_id)
+
+
+@contextlib.contextmanager
+def not_found_as_404() -> Iterator[None]:
+    """MONAI Label's not-found exceptions (a 500 from its endpoints) as a 404 with their message."""
+    try:
+        yield
+    except (ImageNotFoundException, LabelNotFoundException) as e:
+        raise NotFound(str(e)) from e
 
 
 def forget_remote_lists(datastore: Datastore) -> None:

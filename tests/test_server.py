@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -75,12 +76,24 @@ def test_clicks_segment_white_matter_aligned_with_the_image(server, studies):
         (IMAGES[1], {"foreground": "[[1, 2]]"}, 422, "voxel indices"),
         (IMAGES[1], {"foreground": [[10, 10, 10]], "roi": [[1, 2], [3]]}, 422, "roi"),
         (IMAGES[1], {"background": [[10, 10, 10]]}, 422, "foreground"),
+        ("/etc/passwd", {"foreground": [[10, 10, 10]]}, 422, "not a path"),
+        (f"../{IMAGES[1]}.nii.gz", {"foreground": [[10, 10, 10]]}, 422, "not a path"),
+        ("", {"foreground": [[10, 10, 10]]}, 422, "Give an image id"),
     ],
 )
 def test_bad_infer_requests_get_a_clear_4xx(server, image, params, status, message):
     with pytest.raises(MONAILabelClientException) as error:
         client(server.url).infer("sam3d", image, params)
     assert f"Status: {status}" in status_of(error.value) and message in status_of(error.value)
+
+
+def test_a_label_param_naming_a_server_file_is_only_a_name(server, studies):
+    outside = studies.parent / "not_a_mask.nii.gz"
+    shutil.copy(studies / f"{IMAGES[1]}.nii.gz", outside)  # a readable volume outside the studies folder
+    params = {"foreground": [[90, 90, 80]], "label": str(outside)}
+    _, with_path = client(server.url, "path-client").infer("sam3d", IMAGES[1], params)
+    _, plain = client(server.url, "name-client").infer("sam3d", IMAGES[1], {**params, "label": "x"})
+    assert with_path["voxels"] == plain["voxels"] > 0  # not used as a previous mask
 
 
 def test_corrupt_upload_is_refused_and_the_server_keeps_serving(server, studies, tmp_path):

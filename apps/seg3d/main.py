@@ -38,7 +38,7 @@ from lib.engine.runtime import Runtime  # noqa: E402
 from lib.errors import InvalidRequest, NotFound  # noqa: E402
 from lib.request_files import allowed_file, is_path_like  # noqa: E402
 from lib.scoring.uncertainty import SCORE_KEY, Sam3DUncertaintyScoring  # noqa: E402
-from lib.threaded_infer import thread_infer_requests  # noqa: E402
+from lib.server_routes import harden_server_routes  # noqa: E402
 from lib.trainers.auto_train import unseen_labels  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -89,8 +89,7 @@ class Seg3DApp(MONAILabelApp):
             # a list of names, as MONAI Label builds it itself: OHIF's panel fails on a {name: index} map
             labels=sorted(self.label_map, key=self.label_map.get),
         )
-        if str(conf.get("threaded_infer", "true")).lower() != "false":
-            thread_infer_requests()
+        harden_server_routes(threaded_infer=str(conf.get("threaded_infer", "true")).lower() != "false")
 
     def init_datastore(self) -> Datastore:
         if self.studies.startswith(("http://", "https://")):
