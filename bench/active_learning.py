@@ -5,14 +5,16 @@
 
 Each run starts from the first labelled volume of ``--data``; each round the strategy picks an unlabeled volume,
 its ground truth (from ``labels/final`` or ``--truth``) is saved as the annotation, the adapters are fine-tuned
-briefly (``--train-minutes``), and ``protosam3d`` Dice (prototypes from the labels so far) is measured on
-``--eval-data``. Reported: Dice against the number of labelled volumes, and the area under that curve
-(normalised to the range of labelled counts) per strategy and seed.
+for about ``--train-steps`` optimiser steps (a step budget, not a time budget, so runs repeat), and
+``protosam3d`` Dice (prototypes from the labels so far) is measured on ``--eval-data``. Reported: Dice against the
+number of labelled volumes, and the area under that curve (normalised to the range of labelled counts) per strategy
+and seed.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 import shutil
 import tempfile
@@ -38,6 +40,7 @@ from lib.training.studies import IMAGE_SUFFIXES, image_id
 from lib.transforms.preprocess import VolumeCache
 
 logger = logging.getLogger("active_learning")
+CROPS_PER_VOLUME = 4
 
 
 def pool_truth(data: Path, truth: Path) -> dict[str, Path]:
@@ -95,8 +98,11 @@ def simulate(args, strategy: str, seed: int, pool: dict[str, Path], truth: dict[
             pick = rng.choice(sorted(datastore.get_unlabeled_images()))
         datastore.save_label(pick, str(truth[pick]), "final", dict(label_info))
         torch.manual_seed(seed)
+        labelled = len(datastore.get_labeled_images())
+        epochs = max(1, math.ceil(args.train_steps / (labelled * CROPS_PER_VOLUME)))
         trainer({"model": "sam3d", "name": f"round{round_index}", "device": "cpu", "val_split": 0.0,
-                 "max_minutes": args.train_minutes, "max_epochs": 1000, "seed": seed}, datastore)
+                 "max_minutes": args.train_minutes, "max_epochs": epochs, "crops_per_volume": CROPS_PER_VOLUME,
+                 "seed": seed}, datastore)
         curve.append(evaluate(service, eval_pairs, classes))
         logger.info("%s seed %d round %d picked %s: Dice %.4f", strategy, seed, round_index + 1, pick, curve[-1])
     shutil.rmtree(work, ignore_errors=True)
@@ -134,7 +140,8 @@ def main() -> None:
     p.add_argument("--eval-data", type=Path, default=REPO_ROOT / "data" / "sample" / "eval")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--train-minutes", type=float, default=1.0)
+    p.add_argument("--train-steps", type=int, default=120, help="optimiser steps per round (one per crop)")
+    p.add_argument("--train-minutes", type=float, default=5.0, help="a cap on each round's training time")
     p.add_argument("--samples", type=int, default=2, help="jittered predictions per volume for the score")
     p.add_argument("--plot", type=Path, default=REPO_ROOT / "out" / "active_learning.png")
     args = p.parse_args()
@@ -156,7 +163,8 @@ def main() -> None:
         "data": str(args.data),
         "pool_volumes": len(pool),
         "eval_volumes": len(eval_pairs),
-        "settings": {"rounds": args.rounds, "seeds": args.seeds, "train_minutes": args.train_minutes,
+        "settings": {"rounds": args.rounds, "seeds": args.seeds, "train_steps": args.train_steps,
+                     "train_minutes_cap": args.train_minutes,
                      "score_samples": args.samples, "start": "first labelled volume of --data"},
         "dice_curves": {s: [[round(v, 4) for v in c] for c in runs] for s, runs in curves.items()},
         "area_under_curve": areas,
