@@ -175,14 +175,16 @@ def test_ohif_shows_the_study_and_the_monai_label_panel_lists_both_models(server
             page.get_by_text("Confirm and Hide").click(timeout=120_000)
             page.wait_for_selector("canvas", timeout=120_000)
             page.locator("button.actionButton").first.click()  # connect
-            panel = page.get_by_text("Auto-Segmentation")
-            panel.wait_for(timeout=60_000)
-            page.get_by_text("Point Prompts").click()
+            page.get_by_text("Auto-Segmentation").wait_for(timeout=60_000)
             page.wait_for_timeout(3000)  # the slices finish rendering
-            page.screenshot(path=str(tmp_path / "ohif.png"))
-            text = page.inner_text("body")
+            page.screenshot(path=str(tmp_path / "ohif_auto_segmentation.png"))  # protosam3d's section is open
+            automatic = page.inner_text("body")
+            page.get_by_text("Point Prompts").click()
+            page.wait_for_timeout(1000)
+            page.screenshot(path=str(tmp_path / "ohif_point_prompts.png"))
+            interactive = page.inner_text("body")
         finally:
             browser.close()
-    assert "protosam3d" in text and "sam3d" in text.replace("protosam3d", "")
-    assert "T1" in text  # the series description from the PACS, shown in the study browser and viewports
-    assert (tmp_path / "ohif.png").stat().st_size > 50_000
+    assert "protosam3d" in automatic and "sam3d" in interactive.replace("protosam3d", "")
+    assert "T1" in automatic  # the series description from the PACS, shown in the study browser and viewports
+    assert all(path.stat().st_size > 50_000 for path in tmp_path.glob("ohif_*.png"))
