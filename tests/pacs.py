@@ -5,12 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.server import free_port, wait_until_serving
+from tests.server import free_port, serving_process
 
 ORTHANC = "/usr/sbin/Orthanc"
 DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
@@ -51,14 +50,6 @@ def running_orthanc(storage: Path, timeout: float = 60.0) -> Iterator[Pacs]:
     config = storage / "orthanc.json"
     config.write_text(json.dumps(orthanc_config(storage, port), indent=2))
     url = f"http://127.0.0.1:{port}"
-    with open(storage / "orthanc.log", "wb") as log:
-        process = subprocess.Popen([ORTHANC, "--verbose", str(config)], stdout=log, stderr=subprocess.STDOUT)
-        try:
-            wait_until_serving(process, f"{url}/dicom-web/studies", storage / "orthanc.log", timeout)
-            yield Pacs(url=url)
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+    args = [ORTHANC, "--verbose", str(config)]
+    with serving_process(args, storage / "orthanc.log", f"{url}/dicom-web/studies", timeout):
+        yield Pacs(url=url)

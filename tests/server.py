@@ -55,18 +55,31 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
 
-def wait_until_serving(process: subprocess.Popen, probe_url: str, log_path: Path, timeout: float) -> None:
-    """Until ``probe_url`` answers 200; fails with the end of the process's log if it exits or times out."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args[0]} exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
-        with contextlib.suppress(requests.RequestException):
-            if requests.get(probe_url, timeout=5).status_code == 200:
-                return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{process.args[0]} did not start:\n{log_path.read_text()[-4000:]}")
-        time.sleep(0.5)
+@contextlib.contextmanager
+def serving_process(args: list[str], log_path: Path, probe_url: str, timeout: float,
+                    env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
+    """Start ``args`` (output to ``log_path``) and yield once ``probe_url`` answers 200; stopped afterwards. Fails
+    with the end of the log if the process exits or does not answer in time."""
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(REPO_ROOT))
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"{args[0]} exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
+                with contextlib.suppress(requests.RequestException):
+                    if requests.get(probe_url, timeout=5).status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{args[0]} did not start:\n{log_path.read_text()[-4000:]}")
+                time.sleep(0.5)
+            yield process
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
 @contextlib.contextmanager
@@ -85,17 +98,8 @@ def running_server(studies: Path | str, conf: dict[str, str], log_path: Path, ti
     for key, value in conf.items():
         args += ["--conf", key, value]
     url = f"http://127.0.0.1:{port}"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(REPO_ROOT))
-        try:
-            wait_until_serving(process, f"{url}/info/", log_path, timeout)
-            yield Server(url=url, pid=process.pid, log_path=log_path)
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+    with serving_process(args, log_path, f"{url}/info/", timeout, env) as process:
+        yield Server(url=url, pid=process.pid, log_path=log_path)
 
 
 def client(url: str, client_id: str | None = None) -> MONAILabelClient:
