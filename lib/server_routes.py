@@ -56,9 +56,10 @@ def check_infer_inputs(kwargs: dict[str, Any]) -> None:
 
 def _like(endpoint: Callable, replacement: Callable) -> Callable:
     """``replacement`` with ``endpoint``'s signature (FastAPI's parameters) but no ``__wrapped__``, through which
-    FastAPI would take a plain function for a coroutine."""
+    FastAPI would take a plain function for a coroutine; marked so it is never wrapped again."""
     replacement.__signature__ = inspect.signature(endpoint)
     replacement.__name__, replacement.__doc__ = endpoint.__name__, endpoint.__doc__
+    replacement.seg3d_replaces = endpoint
     return replacement
 
 
@@ -82,19 +83,19 @@ def checked_in_thread_pool(endpoint: Callable, check: Callable[[dict], None]) ->
     return _like(endpoint, run)
 
 
-def replace_routes(router: APIRouter, wrap: Callable[[APIRoute], Callable | None]) -> int:
-    """Re-register each route of ``router`` for which ``wrap`` gives a new endpoint; returns how many."""
-    count = 0
+def replace_routes(router: APIRouter, wrap: Callable[[APIRoute], Callable | None]) -> None:
+    """Re-register each route of ``router`` for which ``wrap`` gives a new endpoint. Routes replaced before are left
+    alone: MONAI Label's ``/reload`` builds the app again in the same server."""
     for route in list(router.routes):
-        endpoint = wrap(route) if isinstance(route, APIRoute) else None
+        if not isinstance(route, APIRoute) or hasattr(route.endpoint, "seg3d_replaces"):
+            continue
+        endpoint = wrap(route)
         if endpoint is None:
             continue
         router.routes.remove(route)
         router.add_api_route(route.path.removeprefix(router.prefix), endpoint, methods=sorted(route.methods),
                              name=route.name, summary=route.summary, include_in_schema=route.include_in_schema,
                              deprecated=route.deprecated)
-        count += 1
-    return count
 
 
 def harden_server_routes(threaded_infer: bool = True) -> bool:
