@@ -17,9 +17,9 @@ from lib.model import VARIANTS, build_sam3d, detect_variant, load_sam3d, save_sa
 from lib.model.image_encoder import Attention
 from lib.model.prompt_encoder import PromptEncoder3D
 
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
-if not REFERENCE.is_dir() and "SEG3D_REFERENCE" in os.environ:
-    REFERENCE = Path(os.environ["SEG3D_REFERENCE"])
+# Copies of the reference manifests, golden outputs and seeded-weights recipe (tests/fixtures/reference/README.md).
+# SEG3D_REFERENCE_DIR points the tests at another copy, for example the team's ../shared/reference.
+REFERENCE = Path(os.environ.get("SEG3D_REFERENCE_DIR") or Path(__file__).resolve().parent / "fixtures" / "reference")
 
 
 def manifest(name: str) -> dict:
