@@ -10,8 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from lib.cache import BoundedCache
+from lib.engine.autozoom import object_extent, zoom_for
 from lib.engine.model_store import ModelStore
 from lib.model import Sam3D
+from lib.model.mask_refiner import MaskRefiner3D
 from lib.prompts.geometry import (
     Crop,
     apply_affine,
@@ -29,10 +31,16 @@ REUSE_MARGIN = 32.0  # voxels between a click and the faces of a cached crop it 
 
 @dataclass(frozen=True)
 class CropLogits:
-    """Low-resolution mask logits (1, 1, r, r, r) predicted inside ``crop``."""
+    """Low-resolution mask logits (1, 1, r, r, r) predicted inside ``crop`` (fed back with the next click) and, for
+    models with a mask refiner, the refined logits at half the crop size (what the result is made from)."""
 
     crop: Crop
     logits: torch.Tensor
+    refined: torch.Tensor | None = None
+
+    @property
+    def output(self) -> torch.Tensor:
+        return self.logits if self.refined is None else self.refined
 
 
 @dataclass
@@ -51,14 +59,15 @@ class Segmentation:
         return next((p.logits for p in self.passes if p.crop == crop), None)
 
 
-def touches_open_border(logits: torch.Tensor, crop: Crop, volume_shape: tuple[int, ...]) -> bool:
-    """True when the mask reaches a crop face behind which the volume continues."""
+def touches_open_border(logits: torch.Tensor, crop: Crop, volume_shape: tuple[int, ...],
+                        any_face: bool = False) -> bool:
+    """True when the mask reaches a crop face behind which the volume continues (``any_face``: any crop face)."""
     mask = logits[0, 0] > 0
     low, high = crop.extent()
     for axis in range(3):
         first = mask.select(axis, 0).any()
         last = mask.select(axis, mask.shape[axis] - 1).any()
-        if (first and low[axis] > 0.0) or (last and high[axis] < volume_shape[axis] - 1.0):
+        if (first and (any_face or low[axis] > 0.0)) or (last and (any_face or high[axis] < volume_shape[axis] - 1.0)):
             return True
     return False
 
@@ -66,10 +75,15 @@ def touches_open_border(logits: torch.Tensor, crop: Crop, volume_shape: tuple[in
 class InteractivePredictor:
     """Runs click-prompted segmentation, caching image embeddings per (image, crop, model version)."""
 
-    def __init__(self, models: ModelStore, embedding_cache_bytes: int = 1 << 30, max_zoom: float = 3.0):
+    def __init__(self, models: ModelStore, embedding_cache_bytes: int = 1 << 30, max_zoom: float = 3.0,
+                 autozoom: bool | None = None):
+        """``autozoom`` None: on for models trained across zooms (those with a mask refiner, the starter), off for
+        the official layouts, which keep their 1.5 mm crops."""
         self.models = models
         self.embeddings = BoundedCache(embedding_cache_bytes)
+        self.guides = BoundedCache(embedding_cache_bytes)
         self.max_zoom = max_zoom
+        self.autozoom = autozoom
         self._version: str | None = None
 
     def model(self) -> tuple[Sam3D, str]:
@@ -77,6 +91,7 @@ class InteractivePredictor:
         model, version = self.models.get()
         if version != self._version:
             dropped = self.embeddings.discard(lambda key: key[2] != version)
+            self.guides.discard(lambda key: True)
             if self._version is not None:
                 logger.info("Model changed to %s; dropped %d cached embeddings", version, dropped)
             self._version = version
@@ -92,6 +107,31 @@ class InteractivePredictor:
                 return model.encode(image)
 
         return self.embeddings.get_or_compute((volume.source, crop, version), encode)
+
+    def refined(self, model: Sam3D, volume: ModelVolume, crop: Crop, logits: torch.Tensor) -> torch.Tensor | None:
+        """The refiner's half-crop-size logits for ``logits`` predicted in ``crop`` (None without a refiner)."""
+        if model.mask_refiner is None:
+            return None
+        guide, _ = self.guides.get_or_compute(
+            (volume.source, crop), lambda: MaskRefiner3D.guide(sample_crop(volume.image, crop)[None])
+        )
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            return model.refine(logits.to(device), guide.to(device)).cpu()
+
+    def uses_autozoom(self, model: Sam3D) -> bool:
+        return model.mask_refiner is not None if self.autozoom is None else self.autozoom
+
+    def zoomed_in(self, volume: ModelVolume, probe: CropLogits, foreground: np.ndarray) -> Crop | None:
+        """A crop zoomed in on the object predicted in ``probe`` when it is small (see :mod:`lib.engine.autozoom`),
+        holding every foreground click; None when zooming in would not help."""
+        measured = object_extent(probe.logits, probe.crop.size, probe.crop.zoom)
+        zoom = zoom_for(measured[0], probe.crop.size) if measured else None
+        if zoom is None:
+            return None
+        center = apply_affine(probe.crop.crop_to_volume, measured[1][None])[0]
+        crop = place_crop(center, tuple(volume.image.shape[1:]), size=probe.crop.size, zoom=zoom)
+        return crop if crop.contains(foreground, margin=2.0) else None
 
     def decode(
         self,
@@ -122,7 +162,8 @@ class InteractivePredictor:
         embedding is already cached (for example from ``protosam3d``) if it holds the clicks well inside, or centre
         a new one on ``anchor`` (an ROI centre) if given, else on the foreground clicks."""
         model, version = self.model()
-        if previous_crop is not None and previous_crop.zoom == 1.0 and previous_crop.contains(foreground, margin=4.0):
+        if previous_crop is not None and previous_crop.zoom <= 1.0 and previous_crop.contains(
+                foreground, margin=4.0 * previous_crop.zoom):
             return previous_crop
         center = anchor if anchor is not None else foreground.mean(axis=0)
         cached = [key[1] for key in self.embeddings.keys() if key[0] == volume.source and key[2] == version
@@ -154,25 +195,36 @@ class InteractivePredictor:
         """Predict the object marked by clicks (model-space voxel coordinates).
 
         ``previous`` (the last prediction for the same object) feeds its logits back as the mask prompt, as SAM-Med3D
-        does between clicks. When the fine mask reaches an open crop face, a coarser pass over the whole volume
-        supplies the mask outside the fine crop.
+        does between clicks. With auto-zoom, a new crop (first click, or a click outside the current crop) is
+        measured first and a small object is segmented again in a crop zoomed in on it; follow-up clicks inside
+        that crop reuse its embedding. When the fine mask reaches an open crop face, a coarser pass over the whole
+        volume supplies the mask outside the fine crop.
         """
         model, version = self.model()
         if previous is not None and previous.model_version != version:
             previous = None
-        fine = self.fine_crop(volume, foreground, anchor, previous.fine.crop if previous else None)
+        previous_crop = previous.fine.crop if previous else None
+        fine = self.fine_crop(volume, foreground, anchor, previous_crop)
         prior = previous.pass_at(fine) if previous else previous_fine_logits
         embedding, hit = self.embedding(model, version, volume, fine)
         logits = self.decode(model, embedding, fine, foreground, background, prior)
-        passes, hits = [CropLogits(fine, logits)], [hit]
-        if follow_border and touches_open_border(logits, fine, tuple(volume.image.shape[1:])):
+        shape = tuple(volume.image.shape[1:])
+        if fine != previous_crop and prior is None and anchor is None and self.uses_autozoom(model):
+            zoomed = self.zoomed_in(volume, CropLogits(fine, logits), foreground)
+            if zoomed is not None:
+                zoomed_embedding, zoomed_hit = self.embedding(model, version, volume, zoomed)
+                zoomed_logits = self.decode(model, zoomed_embedding, zoomed, foreground, background, None)
+                if not touches_open_border(zoomed_logits, zoomed, shape, any_face=True):
+                    fine, logits, hit = zoomed, zoomed_logits, zoomed_hit
+        passes, hits = [CropLogits(fine, logits, self.refined(model, volume, fine, logits))], [hit]
+        if follow_border and fine.zoom >= 1.0 and touches_open_border(logits, fine, shape):
             coarse = self.coarse_crop(volume, fine)
             if coarse is not None:
                 logger.info("Object reaches the crop border; adding a coarse pass at zoom %.1f", coarse.zoom)
                 coarse_embedding, coarse_hit = self.embedding(model, version, volume, coarse)
                 coarse_prior = previous.pass_at(coarse) if previous else None
                 coarse_logits = self.decode(model, coarse_embedding, coarse, foreground, background, coarse_prior)
-                passes.insert(0, CropLogits(coarse, coarse_logits))
+                passes.insert(0, CropLogits(coarse, coarse_logits, self.refined(model, volume, coarse, coarse_logits)))
                 hits.insert(0, coarse_hit)
         return Segmentation(passes=passes, model_version=version, embedding_hits=hits)
 
@@ -195,5 +247,5 @@ class InteractivePredictor:
 def _paste_passes(volume: ModelVolume, segmentation: Segmentation, out: torch.Tensor, values) -> None:
     orig_to_vol = original_to_volume(volume.original_affine, volume.affine)
     for p in segmentation.passes:
-        upsampled = F.interpolate(p.logits, size=(p.crop.size,) * 3, mode="trilinear", align_corners=False)[0, 0]
+        upsampled = F.interpolate(p.output, size=(p.crop.size,) * 3, mode="trilinear", align_corners=False)[0, 0]
         paste_crop_mask(values(upsampled), p.crop, orig_to_vol, volume.original_shape, out)

@@ -76,7 +76,9 @@ def load_sam3d(checkpoint: StateSource, encoder_checkpoint: StateSource | None =
     elif "pos_embed" in state:
         raise ValueError("this looks like a bare image-encoder file (e.g. the FastSAM3D student): pass it as "
                          "encoder_checkpoint, with a SAM-Med3D checkpoint for the prompt encoder and mask decoder")
-    model = build_sam3d(variant if isinstance(variant, str) else detect_variant(state))
+    # a starter saved before the mask refiner existed loads without one
+    refiner = any(k.startswith("mask_refiner.") for k in state)
+    model = build_sam3d(variant if isinstance(variant, str) else detect_variant(state), refiner=refiner)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:

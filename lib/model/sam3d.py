@@ -9,10 +9,12 @@ import torch.nn as nn
 
 from lib.model.image_encoder import ImageEncoderViT3D
 from lib.model.mask_decoder import MaskDecoder3D
+from lib.model.mask_refiner import MaskRefiner3D
 from lib.model.prompt_encoder import PromptEncoder3D
 
 # Architectures by variant. ``sam_med3d`` is SAM-Med3D vit_b_ori; ``fastsam3d`` its distilled 6-block student
-# encoder with SAM-Med3D's prompt encoder and decoder; ``starter`` is small enough to train on a CPU.
+# encoder with SAM-Med3D's prompt encoder and decoder; ``starter`` is small enough to train on a CPU and adds a
+# high-resolution mask refiner (the official layouts have none).
 VARIANTS: dict[str, dict[str, Any]] = {
     "sam_med3d": {
         "encoder": {"embed_dim": 768, "depth": 12, "num_heads": 12, "window_size": 14,
@@ -26,7 +28,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     },
     "starter": {
         "encoder": {"embed_dim": 192, "depth": 6, "num_heads": 6, "window_size": 0, "out_chans": 192},
-        "prompt_dim": 192, "decoder_mlp_dim": 768,
+        "prompt_dim": 192, "decoder_mlp_dim": 768, "refiner": True,
     },
 }
 
@@ -41,7 +43,8 @@ class Sam3D(nn.Module):
     labels 1 (foreground), 0 (background), -1 (padding). Masks come back as 32^3 low-res logits.
     """
 
-    def __init__(self, variant: str, img_size: int = IMG_SIZE, patch_size: int = PATCH_SIZE) -> None:
+    def __init__(self, variant: str, img_size: int = IMG_SIZE, patch_size: int = PATCH_SIZE,
+                 refiner: bool | None = None) -> None:
         super().__init__()
         config = VARIANTS[variant]
         self.variant = variant
@@ -54,6 +57,7 @@ class Sam3D(nn.Module):
             input_image_size=(img_size,) * 3,
         )
         self.mask_decoder = MaskDecoder3D(config["prompt_dim"], transformer_mlp_dim=config["decoder_mlp_dim"])
+        self.mask_refiner = MaskRefiner3D() if (config.get("refiner", False) if refiner is None else refiner) else None
 
     @property
     def low_res_size(self) -> int:
@@ -78,13 +82,19 @@ class Sam3D(nn.Module):
             multimask_output=multimask_output,
         )
 
+    def refine(self, low_res_logits: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
+        """Logits at half the crop size that follow the edges of the crop (``guide``: ``MaskRefiner3D.guide``)."""
+        if self.mask_refiner is None:
+            raise ValueError(f"the {self.variant} layout has no mask refiner")
+        return self.mask_refiner(low_res_logits, guide)
+
     def forward(self, image: torch.Tensor, points: torch.Tensor, labels: torch.Tensor,
                 mask_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return self.decode(self.encode(image), points, labels, mask_logits)
 
 
-def build_sam3d(variant: str) -> Sam3D:
-    """A randomly initialised model of ``variant``."""
+def build_sam3d(variant: str, refiner: bool | None = None) -> Sam3D:
+    """A randomly initialised model of ``variant`` (``refiner`` overrides whether it has a mask refiner)."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; known: {sorted(VARIANTS)}")
-    return Sam3D(variant)
+    return Sam3D(variant, refiner=refiner)

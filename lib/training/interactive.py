@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from monai.losses import DiceCELoss
 
 from lib.model import Sam3D
+from lib.model.mask_refiner import MaskRefiner3D
 from lib.prompts.clicks import next_click
 
 LOSS_STRIDE = 2  # loss and next clicks on a half-resolution grid of the crop: 8x cheaper on a CPU, same clicks
@@ -25,8 +26,8 @@ def random_foreground_voxel(target: np.ndarray, rng: np.random.Generator) -> np.
 class ClickOutcome:
     """What a simulated interaction on one crop gave."""
 
-    loss: torch.Tensor  # mean over clicks
-    dices: list[float]  # after each click
+    loss: torch.Tensor  # mean over clicks, plus the mask refiner's loss on one of them
+    dices: list[float]  # after each click (decoder logits, before refinement)
     predictions: list[torch.Tensor]  # (1, 1, S/2, S/2, S/2) bool after each click
     target: torch.Tensor  # (1, 1, S/2, S/2, S/2) float, the half-resolution target
 
@@ -46,7 +47,8 @@ def simulated_click_loss(
     (with probability ``random_first_click``) or the most interior one; each next click sits in the largest error
     region of the current prediction and is foreground or background by the target there. The encoder runs once;
     the mask decoder once per click with the previous low-res logits (detached) as mask prompt. The IoU head learns
-    the achieved IoU (MSE). Loss, Dice and next clicks use the logits upsampled to half the crop size.
+    the achieved IoU (MSE). Loss, Dice and next clicks use the logits upsampled to half the crop size. A model with
+    a mask refiner also learns to refine the (detached) logits of one random click against the same target.
     """
     size = image.shape[-1] // LOSS_STRIDE
     target_np = target[0, 0].numpy() > 0.5
@@ -60,7 +62,7 @@ def simulated_click_loss(
     labels = [1]
     previous = None
     total = image.new_zeros(())
-    dices, predictions = [], []
+    dices, predictions, low_res = [], [], []
     for _ in range(num_clicks):
         coords = torch.as_tensor(np.stack(points), dtype=torch.float32)[None]
         logits, iou = model.decode(
@@ -75,10 +77,15 @@ def simulated_click_loss(
             predictions.append(prediction)
         total = total + loss_fn(upsampled, target) + F.mse_loss(iou[:, :1], (inter / union).reshape(1, 1))
         previous = logits.detach()
+        low_res.append(previous)
         click = next_click(prediction[0, 0].numpy(), coarse_target)
         if click is None:
             break
         point, is_foreground = click
         points.append(point * LOSS_STRIDE + (LOSS_STRIDE - 1) / 2.0)
         labels.append(int(is_foreground))
-    return ClickOutcome(total / len(dices), dices, predictions, target)
+    loss = total / len(dices)
+    if model.mask_refiner is not None:
+        chosen = low_res[int(rng.integers(len(low_res)))]
+        loss = loss + loss_fn(model.refine(chosen, MaskRefiner3D.guide(image)), target)
+    return ClickOutcome(loss, dices, predictions, target)
