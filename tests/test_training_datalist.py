@@ -3,9 +3,12 @@
 import logging
 
 import numpy as np
+import pytest
 
-from lib.datastore import ValidatingDatastore
-from lib.trainers.datalist import label_classes, training_datalist
+from lib.datastore import ValidatingDatastore, label_classes
+from lib.errors import InvalidRequest
+from lib.trainers.auto_train import unseen_labels
+from lib.trainers.datalist import training_datalist
 from tests.conftest import lps_anisotropic_affine, write_nifti
 
 APP_LABELS = {"white_matter": 1, "grey_matter": 2}
@@ -39,3 +42,27 @@ def test_mismatched_empty_and_corrupt_labels_are_skipped_with_a_reason(tmp_path,
     assert "affine" in reasons["Skipping label of affine"]
     assert "empty" in reasons["Skipping label of empty"]
     assert "not a readable image" in reasons["Skipping label of corrupt"]
+
+
+def test_save_label_and_auto_training_use_the_same_check(tmp_path, caplog):
+    affine = lps_anisotropic_affine()
+    image = np.random.default_rng(0).random((20, 22, 12)).astype(np.float32)
+    good = np.zeros(image.shape, np.uint8)
+    good[5:10, 5:10, 3:6] = 1
+    for name in ("a", "b"):
+        write_nifti(tmp_path / f"{name}.nii.gz", image, affine)
+    write_nifti(tmp_path / "good.nii.gz", good, affine)
+    write_nifti(tmp_path / "empty.nii.gz", np.zeros_like(good), affine)
+    store = ValidatingDatastore(str(tmp_path))
+    with pytest.raises(InvalidRequest, match="not saved: label is empty"):
+        store.save_label("a", str(tmp_path / "empty.nii.gz"), "final", {})
+    store.save_label("a", str(tmp_path / "good.nii.gz"), "final", {})
+    assert unseen_labels(store, None) == ["a"]
+    # an unusable file put in the folder by hand is not counted towards training, and the log says why
+    (tmp_path / "labels" / "final" / "b.nii.gz").write_bytes((tmp_path / "empty.nii.gz").read_bytes())
+    store = ValidatingDatastore(str(tmp_path))
+    with caplog.at_level(logging.WARNING):
+        assert unseen_labels(store, None) == ["a"]
+        trained = {"trained_on": [{"id": "a", "label_ts": store.get_label_info("a", "final")["ts"]}]}
+        assert unseen_labels(store, trained) == []
+    assert "Skipping label of b: label is empty" in caplog.text

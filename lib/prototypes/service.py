@@ -6,13 +6,12 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
+from monailabel.interfaces.datastore import Datastore
 
 from lib.data.classes import add_new_names
-from lib.datastore import fetch_remote_labels, final_label_path
+from lib.datastore import FinalLabel, final_labels
 from lib.engine.predictor import InteractivePredictor
 from lib.prototypes.bank import PrototypeBank, image_entry
-from lib.trainers.datalist import label_classes, skip_reason
 from lib.transforms.preprocess import VolumeCache
 
 logger = logging.getLogger(__name__)
@@ -44,30 +43,25 @@ class PrototypeService:
                 if self.bank.entries:
                     logger.info("Model is now %s: recomputing %d prototype entries", version, len(self.bank.entries))
                 self.bank.model_version, self.bank.entries, changed = version, {}, True
-            fetch_remote_labels(datastore)
-            labeled = {
-                image: (datastore.get_label_info(image, DefaultLabelTag.FINAL) or {})
-                for image in datastore.get_labeled_images(DefaultLabelTag.FINAL)
-            }
-            for image in set(self.bank.entries) - set(labeled):
+            labeled = final_labels(datastore)  # sorted by image id; each is checked only when it is new
+            for image in set(self.bank.entries) - {label.image_id for label in labeled}:
                 del self.bank.entries[image]
                 changed = True
-            for image, info in sorted(labeled.items()):
-                entry = self.bank.entries.get(image)
-                if (entry is None or entry.label_ts != info.get("ts")) and (image, info.get("ts")) not in self.skipped:
-                    changed |= self._add(datastore, image, info)
+            for label in labeled:
+                entry = self.bank.entries.get(label.image_id)
+                if (entry is None or entry.label_ts != label.ts) and (label.image_id, label.ts) not in self.skipped:
+                    changed |= self._add(label)
             if changed:
                 self.bank.save()
 
-    def _add(self, datastore: Datastore, image: str, info: dict) -> bool:
-        image_path = datastore.get_image_uri(image)
-        label_path = final_label_path(datastore, image)
-        reason = skip_reason(image_path, label_path)
+    def _add(self, label: FinalLabel) -> bool:
+        image = label.image_id
+        reason = label.problem()
         if reason is None:
             try:
-                volume = self.volumes.get(image_path)
-                classes = label_classes(info, self.app_labels)
-                entry = image_entry(self.predictor, volume, label_path, classes, info.get("ts"), self.volumes.spacing)
+                volume = self.volumes.get(label.image_path)
+                classes = label.classes(self.app_labels)
+                entry = image_entry(self.predictor, volume, label.label_path, classes, label.ts, self.volumes.spacing)
                 if entry.classes:
                     self.bank.entries[image] = entry
                     logger.info("Prototypes of %s: %s", image, sorted(entry.classes))
@@ -76,6 +70,6 @@ class PrototypeService:
             except (ValueError, RuntimeError) as e:
                 reason = str(e)
         logger.warning("No prototypes from the label of %s: %s", image, reason)
-        self.skipped[(image, info.get("ts"))] = reason
+        self.skipped[(image, label.ts)] = reason
         self.bank.entries.pop(image, None)
         return False

@@ -1,10 +1,12 @@
-"""When to start training on its own: after ``N`` final labels the published adapters have not seen."""
+"""When to start training on its own: after ``N`` usable final labels the published adapters have not seen."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
+from monailabel.interfaces.datastore import Datastore
+
+from lib.datastore import final_labels, usable
 
 
 def labels_seen(metadata: dict[str, Any] | None) -> set[tuple[str, Any]]:
@@ -16,9 +18,7 @@ def labels_seen(metadata: dict[str, Any] | None) -> set[tuple[str, Any]]:
 
 
 def unseen_labels(datastore: Datastore, metadata: dict[str, Any] | None) -> list[str]:
-    """Image ids whose final label is new or changed since the adapter version described by ``metadata``."""
+    """Image ids whose final label is new or changed since the adapter version described by ``metadata`` and passes
+    the label check (only the new ones are read; unusable ones are logged and not counted)."""
     seen = labels_seen(metadata)
-    return [
-        image for image in sorted(datastore.get_labeled_images(DefaultLabelTag.FINAL))
-        if (image, (datastore.get_label_info(image, DefaultLabelTag.FINAL) or {}).get("ts")) not in seen
-    ]
+    return [label.image_id for label in usable([x for x in final_labels(datastore) if (x.image_id, x.ts) not in seen])]
