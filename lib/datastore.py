@@ -19,6 +19,7 @@ from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.interfaces.exception import ImageNotFoundException, LabelNotFoundException
 
 from lib.data.classes import class_key, parse_label_info
+from lib.datastore_file import AtomicDatastoreFile
 from lib.errors import InvalidRequest, NotFound, UnreadableImage
 
 logger = logging.getLogger(__name__)
@@ -65,8 +66,9 @@ def check_label(image_path: str, label_path: str) -> None:
         raise InvalidRequest(problem)
 
 
-class ValidatingDatastore(LocalDatastore):
-    """:class:`LocalDatastore` whose uploads are checked before anything is written."""
+class ValidatingDatastore(AtomicDatastoreFile, LocalDatastore):
+    """:class:`LocalDatastore` whose uploads are checked before anything is written, and whose index is written
+    atomically."""
 
     def add_image(self, image_id: str, image_filename: str, image_info: dict[str, Any]) -> str:
         if image_id:

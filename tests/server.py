@@ -57,11 +57,13 @@ class Server:
 
 @contextlib.contextmanager
 def serving_process(args: list[str], log_path: Path, probe_url: str, timeout: float,
-                    env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
-    """Start ``args`` (output to ``log_path``) and yield once ``probe_url`` answers 200; stopped afterwards. Fails
-    with the end of the log if the process exits or does not answer in time."""
+                    env: dict[str, str] | None = None, new_session: bool = False) -> Iterator[subprocess.Popen]:
+    """Start ``args`` (output to ``log_path``; in a session and process group of its own with ``new_session``) and
+    yield once ``probe_url`` answers 200; stopped afterwards. Fails with the end of the log if the process exits or
+    does not answer in time."""
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(REPO_ROOT))
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(REPO_ROOT),
+                                   start_new_session=new_session)
         try:
             deadline = time.monotonic() + timeout
             while True:
@@ -84,9 +86,10 @@ def serving_process(args: list[str], log_path: Path, probe_url: str, timeout: fl
 
 @contextlib.contextmanager
 def running_server(studies: Path | str, conf: dict[str, str], log_path: Path, timeout: float = 180.0,
-                   env: dict[str, str] | None = None) -> Iterator[Server]:
+                   env: dict[str, str] | None = None, new_session: bool = False) -> Iterator[Server]:
     """Run seg3d on ``studies`` (a folder or a DICOMweb URL) with extra environment ``env`` and yield it once
-    ``/info`` answers; the server is stopped afterwards."""
+    ``/info`` answers; the server is stopped afterwards. ``new_session``: the server leads a process group of its
+    own (its pid is the group id)."""
     port = free_port()
     bin_dir = str(Path(sys.executable).parent)
     env = {**os.environ, **(env or {})}
@@ -98,7 +101,7 @@ def running_server(studies: Path | str, conf: dict[str, str], log_path: Path, ti
     for key, value in conf.items():
         args += ["--conf", key, value]
     url = f"http://127.0.0.1:{port}"
-    with serving_process(args, log_path, f"{url}/info/", timeout, env) as process:
+    with serving_process(args, log_path, f"{url}/info/", timeout, env, new_session) as process:
         yield Server(url=url, pid=process.pid, log_path=log_path)
 
 

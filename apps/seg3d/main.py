@@ -39,6 +39,7 @@ from lib.errors import InvalidRequest, NotFound  # noqa: E402
 from lib.request_files import allowed_file, is_path_like  # noqa: E402
 from lib.scoring.uncertainty import SCORE_KEY, Sam3DUncertaintyScoring  # noqa: E402
 from lib.server_routes import harden_server_routes  # noqa: E402
+from lib.shutdown import install as stop_subprocesses_on_shutdown  # noqa: E402
 from lib.trainers.auto_train import unseen_labels  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -90,6 +91,8 @@ class Seg3DApp(MONAILabelApp):
             labels=sorted(self.label_map, key=self.label_map.get),
         )
         harden_server_routes(threaded_infer=str(conf.get("threaded_infer", "true")).lower() != "false")
+        if "monailabel.app" in sys.modules:  # the server (not a training or scoring subprocess)
+            stop_subprocesses_on_shutdown()
 
     def init_datastore(self) -> Datastore:
         if self.studies.startswith(("http://", "https://")):
