@@ -146,6 +146,33 @@ def test_dicom_seg_output_references_the_series(server, series, tmp_path):
     assert int(seg.NumberOfFrames) > 0
 
 
+def test_bad_labels_are_refused_before_anything_reaches_the_pacs(server, pacs, series, tmp_path):
+    """The local datastore's checks (lib.datastore.check_label) on DICOMweb: empty label, other shape, other affine,
+    not an image, raw voxels of the wrong count; each answers 4xx with the reason and stores no SEG."""
+    target = series["subj_008"]
+    truth, affine = target.truth.astype(np.uint8), target.image.affine
+    shifted = affine.copy()
+    shifted[:3, 3] += 5.0
+    bad = {"empty": (np.zeros_like(truth), affine, "empty"),
+           "shape": (truth[:-2], affine, "shape"),
+           "affine": (truth, shifted, "affine")}
+    for name, (array, label_affine, reason) in bad.items():
+        path = tmp_path / f"{name}.nii.gz"
+        nib.save(nib.Nifti1Image(array, label_affine), str(path))
+        with open(path, "rb") as f:
+            response = requests.put(f"{server.url}/datastore/label", params={"image": target.uid, "tag": "final"},
+                                    files={"label": (path.name, f)},
+                                    data={"params": json.dumps({"label_info": LABEL_INFO})}, timeout=120)
+        assert response.status_code == 422 and reason in response.text, (name, response.status_code, response.text)
+    response = requests.put(f"{server.url}/datastore/label", params={"image": target.uid, "tag": "final"},
+                            files={"label": ("label.nii.gz", b"not an image")}, timeout=120)
+    assert response.status_code == 415, response.text
+    response = requests.put(f"{server.url}/datastore/label", params={"image": target.uid, "tag": "final"},
+                            files={"label": ("label.bin", bytes(10))}, timeout=120)  # OHIF's raw voxels, too few
+    assert response.status_code == 422 and "voxel count" in response.text, response.text
+    assert DICOMwebClient(pacs.dicomweb).search_for_series(search_filters={"Modality": "SEG"}) == []
+
+
 def test_final_label_goes_to_the_pacs_as_dicom_seg_and_feeds_protosam3d(server, pacs, series, tmp_path):
     labelled, other = series["subj_008"], series["subj_003"]
     label_path = tmp_path / "label.nii.gz"

@@ -15,6 +15,7 @@ if str(REPO_ROOT) not in sys.path:
 
 import monailabel  # noqa: E402
 from monailabel.config import settings  # noqa: E402
+from monailabel.datastore.dicom import DICOMWebDatastore  # noqa: E402
 from monailabel.interfaces.app import MONAILabelApp  # noqa: E402
 from monailabel.interfaces.datastore import Datastore  # noqa: E402
 from monailabel.interfaces.tasks.infer_v2 import InferTask  # noqa: E402
@@ -34,6 +35,7 @@ from lib.data.classes import (  # noqa: E402
     saved_label_names,
 )
 from lib.datastore import ValidatingDatastore, forget_remote_lists  # noqa: E402
+from lib.dicomweb_datastore import ValidatingDICOMWebDatastore  # noqa: E402
 from lib.engine.runtime import Runtime  # noqa: E402
 from lib.errors import InvalidRequest, NotFound  # noqa: E402
 from lib.request_files import allowed_file, is_path_like  # noqa: E402
@@ -96,7 +98,10 @@ class Seg3DApp(MONAILabelApp):
 
     def init_datastore(self) -> Datastore:
         if self.studies.startswith(("http://", "https://")):
-            return super().init_datastore()
+            datastore = super().init_datastore()  # as MONAI Label configures it (client, session, cache, filter)
+            if isinstance(datastore, DICOMWebDatastore):
+                return ValidatingDICOMWebDatastore.adopt(datastore)
+            return datastore
         return ValidatingDatastore(
             self.studies,
             extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
