@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -41,6 +40,7 @@ from lib.errors import InvalidRequest, NotFound  # noqa: E402
 from lib.request_files import allowed_file, is_path_like  # noqa: E402
 from lib.scoring.uncertainty import SCORE_KEY, Sam3DUncertaintyScoring  # noqa: E402
 from lib.server_routes import harden_server_routes  # noqa: E402
+from lib.settings import Settings  # noqa: E402
 from lib.shutdown import install as stop_subprocesses_on_shutdown  # noqa: E402
 from lib.trainers.auto_train import unseen_labels  # noqa: E402
 
@@ -49,16 +49,12 @@ logger = logging.getLogger(__name__)
 DEFAULT_LABELS = {"white_matter": 1, "grey_matter": 2, "lateral_ventricles": 3}
 
 
-def app_labels(studies: str, conf: dict[str, str]) -> dict[str, int]:
+def app_labels(studies: str, app_settings: Settings) -> dict[str, int]:
     """Label map ``{name: index}``: ``--conf labels`` (JSON object or comma list), the studies' ``classes.txt``, the
     indices saved labels name, or the sample data's classes; then any other class name saved labels use."""
     saved = [] if not os.path.isdir(studies) else saved_label_names(Path(studies))
-    if conf.get("labels"):
-        text = conf["labels"]
-        if text.lstrip().startswith("{"):
-            base = {str(k): int(v) for k, v in json.loads(text).items()}
-        else:
-            base = {name.strip(): i for i, name in enumerate(text.split(","), start=1) if name.strip()}
+    if app_settings.labels:
+        base = dict(app_settings.labels)
     elif (Path(studies) / CLASSES_TXT).is_file():
         base = {name: index for index, name in sorted(read_classes_txt(Path(studies) / CLASSES_TXT).items())}
     elif saved:
@@ -74,14 +70,16 @@ class Seg3DApp(MONAILabelApp):
 
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]):
         self.model_dir = str(REPO_ROOT / "model")
-        self.runtime = Runtime.from_conf(Path(self.model_dir), conf)
-        self.label_map = app_labels(studies, conf)
+        self.app_settings = Settings.from_conf(conf)  # every --conf key, typed; a bad value stops start-up here
+        self.runtime = Runtime.from_settings(Path(self.model_dir), self.app_settings)
+        self.label_map = app_labels(studies, self.app_settings)
         self.sam3d_config = Sam3DConfig()
-        self.sam3d_config.init("sam3d", self.model_dir, conf, None, runtime=self.runtime, labels=self.label_map)
+        self.sam3d_config.init("sam3d", self.model_dir, conf, None, runtime=self.runtime, labels=self.label_map,
+                               settings=self.app_settings)
         self.protosam3d_config = ProtoSam3DConfig()
         self.protosam3d_config.init("protosam3d", self.model_dir, conf, None, runtime=self.runtime,
                                     labels=self.label_map, datastore=lambda: self.datastore())
-        self.train_after_labels = int(conf.get("train_after_labels", 0))
+        self.train_after_labels = self.app_settings.train_after_labels
         super().__init__(
             app_dir=app_dir,
             studies=studies,
@@ -92,7 +90,7 @@ class Seg3DApp(MONAILabelApp):
             # a list of names, as MONAI Label builds it itself: OHIF's panel fails on a {name: index} map
             labels=sorted(self.label_map, key=self.label_map.get),
         )
-        harden_server_routes(threaded_infer=str(conf.get("threaded_infer", "true")).lower() != "false")
+        harden_server_routes(threaded_infer=self.app_settings.threaded_infer)
         if "monailabel.app" in sys.modules:  # the server (not a training or scoring subprocess)
             stop_subprocesses_on_shutdown()
 
@@ -140,11 +138,11 @@ class Seg3DApp(MONAILabelApp):
         return {"sam3d": self.sam3d_config.trainer()}
 
     def init_scoring_methods(self) -> dict[str, ScoringMethod]:
-        samples = int(self.conf.get("uncertainty_samples", 4))
+        samples = self.app_settings.uncertainty_samples
         return {SCORE_KEY: Sam3DUncertaintyScoring(self.protosam3d_config.service, self.runtime.volumes, samples)}
 
     def init_strategies(self) -> dict[str, Strategy]:
-        window = float(self.conf.get("next_sample_window_s", 600))
+        window = self.app_settings.next_sample_window_s
         return {"uncertainty": UncertaintyStrategy(window_s=window), "random": RecencyWeightedRandom()}
 
     def on_save_label(self, image_id: str, label_id: str) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from lib.settings import Settings
+
 STARTER_NAME = "starter.pt"
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt")
 
@@ -22,16 +24,15 @@ def _official(model_dir: Path, marker: str) -> list[Path]:
     )
 
 
-def choose_checkpoint(model_dir: Path, conf: dict[str, str]) -> CheckpointChoice:
+def choose_checkpoint(model_dir: Path, settings: Settings) -> CheckpointChoice:
     """Resolve the checkpoint (and FastSAM3D encoder) to serve.
 
     Order: ``--conf checkpoint PATH`` (with optional ``--conf encoder_checkpoint PATH``); official files dropped into
     ``model/`` (a FastSAM3D student encoder ``*fastsam3d*`` together with a ``*sam_med3d*`` file for its prompt encoder
     and decoder, else a ``*sam_med3d*`` file alone); then ``model/starter.pt``.
     """
-    if conf.get("checkpoint"):
-        encoder = conf.get("encoder_checkpoint")
-        return CheckpointChoice(Path(conf["checkpoint"]), Path(encoder) if encoder else None, "--conf checkpoint")
+    if settings.checkpoint:
+        return CheckpointChoice(settings.checkpoint, settings.encoder_checkpoint, "--conf checkpoint")
     sam_med3d = _official(model_dir, "sam_med3d") if model_dir.is_dir() else []
     fastsam3d = _official(model_dir, "fastsam3d") if model_dir.is_dir() else []
     if sam_med3d and fastsam3d:

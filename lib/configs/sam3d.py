@@ -10,16 +10,19 @@ from monailabel.interfaces.tasks.train import TrainTask
 
 from lib.engine.runtime import Runtime
 from lib.infers.sam3d import Sam3DInfer
-from lib.trainers.sam3d_adapters import Sam3DAdapterTrain, defaults_from_conf
+from lib.settings import Settings
+from lib.trainers.sam3d_adapters import Sam3DAdapterTrain
 
 
 class Sam3DConfig(TaskConfig):
-    """Registers the interactive ``sam3d`` infer on the app's shared :class:`Runtime` (passed as ``runtime``)."""
+    """Registers the interactive ``sam3d`` infer on the app's shared :class:`Runtime` (passed as ``runtime``); the
+    trainer's defaults come from ``settings`` (the app's parsed ``--conf``, else parsed here)."""
 
     def init(self, name: str, model_dir: str, conf: dict[str, str], planner: Any, **kwargs: Any) -> None:
         super().init(name, model_dir, conf, planner, **kwargs)
         self.runtime: Runtime = kwargs["runtime"]
         self.labels = kwargs["labels"]
+        self.settings: Settings = kwargs.get("settings") or Settings.from_conf(conf)
 
     def infer(self) -> InferTask | dict[str, InferTask]:
         return Sam3DInfer(
@@ -34,5 +37,5 @@ class Sam3DConfig(TaskConfig):
             models=self.runtime.models,
             labels=self.labels,
             spacing=self.runtime.volumes.spacing,
-            defaults=defaults_from_conf(self.conf),
+            defaults=self.settings.train.options(),
         )

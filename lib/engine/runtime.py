@@ -9,11 +9,12 @@ from pathlib import Path
 from lib.configs.checkpoints import choose_checkpoint
 from lib.engine.model_store import ModelStore, default_device
 from lib.engine.predictor import InteractivePredictor
+from lib.settings import MODEL_SPACING_MM, Settings
 from lib.transforms.preprocess import VolumeCache
 
 logger = logging.getLogger(__name__)
 
-MODEL_SPACING_MM = 1.5
+__all__ = ["MODEL_SPACING_MM", "Runtime"]  # MODEL_SPACING_MM lives in lib.settings; kept importable from here
 
 
 @dataclass
@@ -24,26 +25,19 @@ class Runtime:
     state_dir: Path  # what the app writes: published adapters (adapters/) and training runs (train/)
 
     @classmethod
-    def from_conf(cls, model_dir: Path, conf: dict[str, str]) -> Runtime:
-        """Build from ``--conf`` strings; nothing is loaded until the first request."""
-        choice = choose_checkpoint(model_dir, conf)
+    def from_settings(cls, model_dir: Path, settings: Settings) -> Runtime:
+        """Build from the app's settings; nothing is loaded until the first request."""
+        choice = choose_checkpoint(model_dir, settings)
         logger.info("Serving %s (%s)", choice.checkpoint, choice.reason)
-        device = conf.get("device") or default_device()
-        state_dir = Path(conf.get("state_dir") or model_dir)
-        pinned = conf.get("adapter_version", "latest")
+        state_dir = settings.state_dir or model_dir
         models = ModelStore(
             choice.checkpoint,
             choice.encoder_checkpoint,
-            device=device,
+            device=settings.device or default_device(),
             adapter_root=state_dir / "adapters",
-            keep_adapters=int(conf.get("keep_adapters", 5)),
-            adapter_version=None if pinned == "latest" else int(pinned),
+            keep_adapters=settings.keep_adapters,
+            adapter_version=settings.adapter_version,
         )
-        volumes = VolumeCache(
-            spacing=float(conf.get("spacing", MODEL_SPACING_MM)),
-            max_bytes=int(float(conf.get("volume_cache_mb", 1024)) * (1 << 20)),
-        )
-        predictor = InteractivePredictor(
-            models, embedding_cache_bytes=int(float(conf.get("embedding_cache_mb", 512)) * (1 << 20))
-        )
+        volumes = VolumeCache(spacing=settings.spacing, max_bytes=int(settings.volume_cache_mb * (1 << 20)))
+        predictor = InteractivePredictor(models, embedding_cache_bytes=int(settings.embedding_cache_mb * (1 << 20)))
         return cls(models=models, volumes=volumes, predictor=predictor, state_dir=state_dir)

@@ -25,6 +25,7 @@ from monailabel.tasks.train.basic_train import BasicTrainTask, Context
 from lib.engine.model_store import ModelStore
 from lib.model.adapter_file import apply_adapters
 from lib.model.adapters import add_adapters, set_trainable, trainable_state
+from lib.settings import TrainSettings
 from lib.trainers.click_steps import (
     VALIDATION_CLICKS,
     ClassDifficulty,
@@ -39,37 +40,7 @@ logger = logging.getLogger(__name__)
 
 KEY_METRIC = f"val_dice_{max(VALIDATION_CLICKS)}clicks"
 
-DEFAULTS: dict[str, Any] = {
-    "max_epochs": 100,
-    "max_minutes": 8.0,
-    "val_split": 0.2,
-    "max_clicks": 5,
-    "crops_per_volume": 4,
-    "lr": 5e-4,
-    "bottleneck": 32,
-    "train_norms": True,
-    "train_prompt_encoder": True,
-    "train_mask_decoder": True,
-    "continue_from_published": True,
-    "seed": 0,
-    "dataset": "CacheDataset",
-    "dataloader": "ThreadDataLoader",
-    "tracking": "None",
-}
-
-
-def defaults_from_conf(conf: dict[str, str]) -> dict[str, Any]:
-    """The trainer's defaults, with ``--conf train_<option> value`` overrides converted to the option's type."""
-    defaults = dict(DEFAULTS)
-    for key, default in DEFAULTS.items():
-        text = conf.get(f"train_{key}")
-        if text is None:
-            continue
-        if isinstance(default, bool):
-            defaults[key] = text.strip().lower() in ("1", "true", "yes", "on")
-        else:
-            defaults[key] = type(default)(text)
-    return defaults
+DEFAULTS: dict[str, Any] = TrainSettings().options()  # ``--conf train_<option>`` changes them (lib.settings)
 
 
 class NoTrainingData(ValueError):

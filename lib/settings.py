@@ -1,0 +1,213 @@
+"""Every ``--conf`` key the app reads, typed, with its default and a one-line doc, parsed in one place.
+
+``Settings.from_conf(conf)`` turns MONAI Label's ``--conf KEY VALUE`` strings into a frozen :class:`Settings`; a value
+it does not understand raises :class:`SettingsError` naming the key and saying why, so a bad value stops start-up.
+``python -m lib.settings`` prints the README's table of keys (a test keeps the two equal). Light on purpose (no
+torch): training and scoring subprocesses rebuild the app, and so parse the settings, on every run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+MODEL_SPACING_MM = 1.5  # the model's voxel size: images are resampled to it before the encoder
+TRAIN_PREFIX = "train_"  # ``--conf train_<option> value`` sets a default of the trainer's request options
+TRUE_WORDS = ("true", "1", "yes", "on")
+FALSE_WORDS = ("false", "0", "no", "off")
+
+
+class SettingsError(ValueError):
+    """A ``--conf`` value the app cannot use; the message names the key and says why."""
+
+
+def parse_bool(key: str, text: str) -> bool:
+    """``true``/``false`` (also ``1``/``0``, ``yes``/``no``, ``on``/``off``, any case); anything else is an error."""
+    word = text.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise SettingsError(f"--conf {key} {text!r}: expected true or false (or 1/0, yes/no, on/off)")
+
+
+def parse_int(key: str, text: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise SettingsError(f"--conf {key} {text!r}: expected a whole number") from None
+
+
+def parse_float(key: str, text: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise SettingsError(f"--conf {key} {text!r}: expected a number") from None
+    if not math.isfinite(value):
+        raise SettingsError(f"--conf {key} {text!r}: expected a finite number")
+    return value
+
+
+def parse_str(key: str, text: str) -> str:
+    return text
+
+
+def parse_optional_str(key: str, text: str) -> str | None:
+    return text.strip() or None
+
+
+def parse_path(key: str, text: str) -> Path | None:
+    return Path(text.strip()) if text.strip() else None
+
+
+def parse_adapter_version(key: str, text: str) -> int | None:
+    """``latest`` (None) or a version number (``0``: the bare base model)."""
+    if text.strip().lower() == "latest":
+        return None
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise SettingsError(f"--conf {key} {text!r}: expected 'latest' or a version number (0: no adapters)") from None
+
+
+def parse_labels(key: str, text: str) -> dict[str, int] | None:
+    """A JSON object ``{"name": index}`` or a comma list of names (indices 1, 2, ... in order); empty: None."""
+    if not text.strip():
+        return None
+    if text.lstrip().startswith("{"):
+        try:
+            raw = json.loads(text)
+            labels = {str(name): int(index) for name, index in raw.items()}
+        except (ValueError, TypeError, AttributeError) as e:
+            raise SettingsError(f"--conf {key} {text!r}: expected a JSON object of name: index ({e})") from None
+        if any(index <= 0 for index in labels.values()):
+            raise SettingsError(f"--conf {key} {text!r}: label indices must be 1 or more (0 is the background)")
+        return labels
+    return {name.strip(): i for i, name in enumerate(text.split(","), start=1) if name.strip()} or None
+
+
+PARSERS: dict[type, Callable[[str, str], Any]] = {bool: parse_bool, int: parse_int, float: parse_float, str: parse_str}
+
+
+def setting(default: Any, doc: str, parse: Callable[[str, str], Any] | None = None, minimum: float | None = None,
+            shown: str | None = None) -> Any:
+    """A settings field: ``doc`` is its one-line description, ``parse`` turns the ``--conf`` string into its value
+    (by default chosen from the default's type), ``minimum`` bounds numbers, ``shown`` is the README's default when
+    it is not the value itself."""
+    parser = parse or PARSERS[type(default)]
+    return field(default=default, metadata={"doc": doc, "parse": parser, "minimum": minimum, "shown": shown})
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Defaults of the ``sam3d`` trainer's request options; ``--conf train_<option> value`` changes one."""
+
+    max_epochs: int = setting(100, "most epochs of one run", minimum=1)
+    max_minutes: float = setting(8.0, "most minutes of one run", minimum=0)
+    val_split: float = setting(0.2, "share of the labels held out for validation (the same ones each run)", minimum=0)
+    max_clicks: int = setting(5, "most simulated clicks per crop", minimum=1)
+    crops_per_volume: int = setting(4, "random crops per labelled volume and epoch", minimum=1)
+    lr: float = setting(5e-4, "learning rate", minimum=0)
+    bottleneck: int = setting(32, "adapter width (down-projection size)", minimum=1)
+    train_norms: bool = setting(True, "train the encoder's norm layers too")
+    train_prompt_encoder: bool = setting(True, "train the prompt encoder too")
+    train_mask_decoder: bool = setting(True, "train the mask decoder too")
+    continue_from_published: bool = setting(
+        True, "start from the published adapters (else from new, zero-initialised ones)")
+    seed: int = setting(0, "random seed of crops, clicks and the validation split")
+    dataset: str = setting("CacheDataset", "MONAI Label's dataset class for the run")
+    dataloader: str = setting("ThreadDataLoader", "MONAI Label's data loader class for the run")
+    tracking: str = setting("None", "MONAI Label's experiment tracking (`None`: off; mlflow is not installed)")
+
+    def options(self) -> dict[str, Any]:
+        """``{option: value}``, the trainer's default request."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The app's ``--conf`` keys (``train_<option>`` keys live in :attr:`train`)."""
+
+    checkpoint: Path | None = setting(
+        None, "checkpoint file to serve", parse_path, shown="official files in `model/`, else `model/starter.pt`")
+    encoder_checkpoint: Path | None = setting(
+        None, "FastSAM3D student encoder file to use with `checkpoint`", parse_path, shown="none")
+    device: str | None = setting(None, "torch device", parse_optional_str, shown="`cuda` if available, else `cpu`")
+    state_dir: Path | None = setting(
+        None, "where the app writes adapters, training runs and prototypes", parse_path, shown="`model/`")
+    adapter_version: int | None = setting(
+        None, "adapter version to serve: `latest` or N (0: the bare base model)", parse_adapter_version, minimum=0,
+        shown="`latest`")
+    keep_adapters: int = setting(5, "published adapter versions kept on disk", minimum=1)
+    spacing: float = setting(MODEL_SPACING_MM, "model voxel size in mm", minimum=1e-3)
+    volume_cache_mb: float = setting(1024.0, "memory for model-space volumes", minimum=0)
+    embedding_cache_mb: float = setting(512.0, "memory for image embeddings", minimum=0)
+    labels: dict[str, int] | None = setting(
+        None, "label map: JSON `{name: index}` or a comma list of names", parse_labels,
+        shown="the studies' `classes.txt`, else saved labels' names, else the sample classes")
+    train_after_labels: int = setting(
+        0, "start training on its own after N new usable final labels (0: never)", minimum=0)
+    threaded_infer: bool = setting(True, "serve /infer from the thread pool (false: MONAI Label's event loop)")
+    uncertainty_samples: int = setting(4, "jittered predictions per `sam3d_uncertainty` score", minimum=1)
+    next_sample_window_s: float = setting(
+        600.0, "seconds a volume handed out by next sample is not offered to another client", minimum=0)
+    train: TrainSettings = field(default_factory=TrainSettings)
+
+    @classmethod
+    def from_conf(cls, conf: Mapping[str, Any] | None) -> Settings:
+        """Parse ``--conf`` strings; missing keys keep their defaults, unknown keys are logged and ignored (MONAI
+        Label reads a few of its own), a value that does not parse raises :class:`SettingsError`."""
+        conf = dict(conf or {})
+        values = {f.name: _parse(f, f.name, conf.pop(f.name)) for f in _fields(cls) if f.name in conf}
+        train = {
+            f.name: _parse(f, TRAIN_PREFIX + f.name, conf.pop(TRAIN_PREFIX + f.name))
+            for f in _fields(TrainSettings) if TRAIN_PREFIX + f.name in conf
+        }
+        if conf:
+            logger.warning("--conf keys seg3d does not read (passed on to MONAI Label): %s", sorted(conf))
+        return cls(**values, train=TrainSettings(**train))
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        """Every ``--conf`` key the app reads."""
+        return [f.name for f in _fields(cls)] + [TRAIN_PREFIX + f.name for f in _fields(TrainSettings)]
+
+    @classmethod
+    def markdown_table(cls) -> str:
+        """The README's table of ``--conf`` keys."""
+        rows = ["| key | default | meaning |", "|---|---|---|"]
+        for prefix, klass in (("", cls), (TRAIN_PREFIX, TrainSettings)):
+            for f in _fields(klass):
+                shown = f.metadata["shown"] or f"`{_show(f.default)}`"
+                rows.append(f"| `{prefix}{f.name}` | {shown} | {f.metadata['doc']} |")
+        return "\n".join(rows)
+
+
+def _fields(klass: type) -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(klass) if "doc" in f.metadata]
+
+
+def _parse(f: dataclasses.Field, key: str, value: Any) -> Any:
+    parsed = f.metadata["parse"](key, value if isinstance(value, str) else str(value))
+    minimum = f.metadata["minimum"]
+    if minimum is not None and parsed is not None and parsed < minimum:
+        raise SettingsError(f"--conf {key} {value!r}: must be at least {minimum:g}")
+    return parsed
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+if __name__ == "__main__":
+    print(Settings.markdown_table())
