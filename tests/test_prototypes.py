@@ -27,8 +27,12 @@ def test_kmeans_separates_two_directions_and_spread_points_keeps_distance():
     centers = kmeans(torch.cat([a, b]), torch.ones(80), 2)
     assert sorted(int(torch.argmax(c)) for c in centers) == [0, 1]
     points = rng.uniform(0, 100, size=(200, 3))
-    chosen = spread_points(points, points[:, 0], 4)
-    assert np.array_equal(chosen[0], points[np.argmax(points[:, 0])])
+    weights = points[:, 0]
+    chosen = spread_points(points, weights, 4)
+    centroid = (points * weights[:, None]).sum(0) / weights.sum()
+    assert np.array_equal(chosen[0], points[np.argmin(np.linalg.norm(points - centroid, axis=1))])
+    noisy = spread_points(points, weights * (1 + 1e-6 * rng.standard_normal(200)), 4)  # float noise, same picks
+    assert np.array_equal(chosen, noisy)
     assert min(np.linalg.norm(p - q) for i, p in enumerate(chosen) for q in chosen[i + 1 :]) > 30
 
 

@@ -18,6 +18,10 @@ TOP_FRACTION = 0.2  # positives come from this most confident part of a class's 
 NEGATIVE_POINTS = 3
 NEGATIVE_CONFIDENCE = 0.9
 JITTER_VOXELS = 4.0  # half a feature cell
+# Decisions (which cell wins, which cells are the most confident) are taken on probabilities rounded to this many
+# decimals, with ties broken by cell order: float rounding differs between CPUs and thread counts, and most
+# confident cells saturate near 1, so an unrounded arg-max picked a different cell on every machine.
+DECIMALS = 2
 
 
 def class_probabilities(
@@ -26,16 +30,18 @@ def class_probabilities(
     """(1 + classes, N) probabilities of background and each class per cell: softmax over each one's best
     prototype similarity."""
     scores = [(features @ background.T).amax(1)] + [(features @ p.T).amax(1) for p in per_class]
-    return torch.softmax(torch.stack(scores) / TEMPERATURE, dim=0)
+    return torch.round(torch.softmax(torch.stack(scores) / TEMPERATURE, dim=0), decimals=DECIMALS)
 
 
-def spread_points(points: np.ndarray, scores: np.ndarray, count: int) -> np.ndarray:
-    """Up to ``count`` points: the best-scoring one, then each the farthest from those already chosen."""
-    chosen = [int(np.argmax(scores))]
-    distance = np.linalg.norm(points - points[chosen[0]], axis=1)
+def spread_points(points: np.ndarray, weights: np.ndarray, count: int) -> np.ndarray:
+    """Up to ``count`` points: the one nearest the ``weights``-weighted centroid (which moves only a little when
+    the weights do), then each the farthest from those already chosen (the first of equally far ones)."""
+    centroid = (points * weights[:, None]).sum(0) / max(float(weights.sum()), 1e-12)
+    chosen = [int(np.argmin(np.round(np.linalg.norm(points - centroid, axis=1), 6)))]
+    distance = np.round(np.linalg.norm(points - points[chosen[0]], axis=1), 6)
     while len(chosen) < min(count, len(points)):
         chosen.append(int(np.argmax(distance)))
-        distance = np.minimum(distance, np.linalg.norm(points - points[chosen[-1]], axis=1))
+        distance = np.minimum(distance, np.round(np.linalg.norm(points - points[chosen[-1]], axis=1), 6))
     return points[chosen]
 
 
@@ -69,7 +75,7 @@ def class_prompts(
     mine = np.flatnonzero((winner == index) & (score >= threshold))
     if len(mine) == 0:
         return None
-    top = mine[np.argsort(-score[mine])][: max(POINTS_PER_CLASS, int(len(mine) * TOP_FRACTION))]
+    top = mine[np.argsort(-score[mine], kind="stable")][: max(POINTS_PER_CLASS, int(len(mine) * TOP_FRACTION))]
     if rng is None:
         foreground = spread_points(centers[top], score[top], POINTS_PER_CLASS)
     else:
@@ -78,8 +84,8 @@ def class_prompts(
     others = np.flatnonzero((winner != index) & (best >= NEGATIVE_CONFIDENCE))
     background = np.zeros((0, 3))
     if len(others):
-        nearest = np.linalg.norm(centers[others][:, None] - centers[top][None], axis=2).min(1)
-        close = others[np.argsort(nearest)[: 8 * NEGATIVE_POINTS]]
+        nearest = np.round(np.linalg.norm(centers[others][:, None] - centers[top][None], axis=2).min(1), 6)
+        close = others[np.argsort(nearest, kind="stable")[: 8 * NEGATIVE_POINTS]]
         background = spread_points(centers[close], best[close], NEGATIVE_POINTS)
     return ClassPrompts(foreground, background, float(score[mine].mean()))
 

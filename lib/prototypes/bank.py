@@ -29,21 +29,32 @@ OUTSIDE = 0.05  # ... and to the background when every class fills less than thi
 BANK_FORMAT = "seg3d-prototypes-1"
 
 
+SOFT_ASSIGNMENT_TEMPERATURE = 0.05  # of the soft k-means over cosine similarities
+
+
 def kmeans(points: torch.Tensor, weights: torch.Tensor, k: int, iterations: int = 15) -> torch.Tensor:
-    """Weighted spherical k-means of unit vectors (N, C): k unit centres (deterministic farthest-point start)."""
+    """Weighted soft spherical k-means of unit vectors (N, C): k unit centres.
+
+    Every step is a smooth function of the points: the start splits the weighted mean direction along the leading
+    principal axes, and assignments are a softmax over cosine similarities. So features that differ by float
+    rounding (another CPU, another thread count) give prototypes that differ by as little, where hard arg-max
+    assignments and a farthest-point start picked other points and other prototypes.
+    """
     k = min(k, len(points))
-    centers = [points[int(torch.argmax(weights))]]
-    for _ in range(1, k):
-        similarity = torch.stack([points @ c for c in centers]).max(dim=0).values
-        centers.append(points[int(torch.argmin(similarity))])
-    centers = torch.stack(centers)
+    w = weights.double() / weights.double().sum().clamp(min=1e-12)
+    x = points.double()
+    mean = (w[:, None] * x).sum(0)
+    centred = x - mean
+    values, vectors = torch.linalg.eigh((w[:, None] * centred).T @ centred)
+    starts = [mean]
+    for i in range(k):  # mean + and - each leading axis, scaled by its spread
+        axis = vectors[:, -1 - i // 2] * values[-1 - i // 2].clamp(min=0).sqrt()
+        starts.append(mean + axis if i % 2 == 0 else mean - axis)
+    centers = torch.nn.functional.normalize(torch.stack(starts[1 : k + 1] if k > 1 else starts[:1]), dim=1)
     for _ in range(iterations):
-        assignment = torch.argmax(points @ centers.T, dim=1)
-        for j in range(k):
-            members = assignment == j
-            if members.any():
-                centers[j] = torch.nn.functional.normalize((points[members] * weights[members, None]).sum(0), dim=0)
-    return centers
+        responsibility = torch.softmax(x @ centers.T / SOFT_ASSIGNMENT_TEMPERATURE, dim=1) * w[:, None]
+        centers = torch.nn.functional.normalize(responsibility.T @ x, dim=1)
+    return centers.to(points.dtype)
 
 
 @dataclass
