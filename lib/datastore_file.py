@@ -44,7 +44,22 @@ class AtomicDatastoreFile:
 
     MONAI Label marks its own write so that its file watcher skips the modify event it causes; a rename causes none,
     so no mark is set (a reload the watcher might still start finds the file's time stamp unchanged and reads
-    nothing)."""
+    nothing). MONAI Label's watcher reloads the index on modify events only; a rename by another process (scores
+    written by the scoring subprocess) is a move event, so :meth:`watch_renames` makes it reload on those too."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.watch_renames()
+
+    def watch_renames(self) -> None:
+        """Reload the index when another process renames a new one over it (no-op without a file watcher)."""
+        handler = getattr(self, "_handler", None)
+        if handler is not None:
+            handler.on_moved = self._on_index_moved
+
+    def _on_index_moved(self, event) -> None:
+        if getattr(event, "dest_path", None) == self._datastore_config_path:
+            self._init_from_datastore_file()
 
     def _update_datastore_file(self, lock: bool = True) -> None:
         if not lock:

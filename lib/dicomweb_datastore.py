@@ -31,6 +31,7 @@ class ValidatingDICOMWebDatastore(AtomicDatastoreFile, DICOMWebDatastore):
         if not isinstance(datastore, DICOMWebDatastore):
             raise TypeError(f"Expected a DICOMWebDatastore, got {type(datastore).__name__}")
         datastore.__class__ = cls
+        datastore.watch_renames()
         return datastore
 
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any],
