@@ -18,8 +18,10 @@ THIRD_CLASS_LABEL = "subj_005"
 TARGET = "subj_006"
 TWO_CLASSES = [{"name": "white_matter", "idx": 1}, {"name": "grey_matter", "idx": 2}]
 THREE_CLASSES = [*TWO_CLASSES, {"name": "lateral_ventricles", "idx": 3}]
-# Dice on an unseen volume with prototypes from two labelled volumes, starter model (measured WM 0.48, GM 0.56)
-MIN_DICE = {"white_matter": 0.4, "grey_matter": 0.45}
+# Dice on an unseen volume with prototypes from two labelled volumes, starter model: measured WM 0.46, GM 0.71 with
+# the CPU-stable prototypes (AMD EPYC, 2026-11-23; tests/test_protosam3d_stability.py checks they do not depend on
+# the CPU's rounding); bounds 0.06 below
+MIN_DICE = {"white_matter": 0.4, "grey_matter": 0.65}
 
 
 def ground_truth(name: str) -> np.ndarray:
