@@ -78,6 +78,11 @@ def parse_adapter_version(key: str, text: str) -> int | None:
         raise SettingsError(f"--conf {key} {text!r}: expected 'latest' or a version number (0: no adapters)") from None
 
 
+def parse_autozoom(key: str, text: str) -> bool | None:
+    """``auto`` (None: on for models trained across zooms, the starter; off for official checkpoints) or a bool."""
+    return None if text.strip().lower() == "auto" else parse_bool(key, text)
+
+
 def parse_labels(key: str, text: str) -> dict[str, int] | None:
     """A JSON object ``{"name": index}`` or a comma list of names (indices 1, 2, ... in order); empty: None."""
     if not text.strip():
@@ -148,6 +153,9 @@ class Settings:
         shown="`latest`")
     keep_adapters: int = setting(5, "published adapter versions kept on disk", minimum=1)
     spacing: float = setting(MODEL_SPACING_MM, "model voxel size in mm", minimum=1e-3)
+    autozoom: bool | None = setting(
+        None, "zoom the crop in on small objects: `auto` (the starter: on; official checkpoints: off), true, false",
+        parse_autozoom, shown="`auto`")
     volume_cache_mb: float = setting(1024.0, "memory for model-space volumes", minimum=0)
     embedding_cache_mb: float = setting(512.0, "memory for image embeddings", minimum=0)
     labels: dict[str, int] | None = setting(

@@ -39,5 +39,6 @@ class Runtime:
             adapter_version=settings.adapter_version,
         )
         volumes = VolumeCache(spacing=settings.spacing, max_bytes=int(settings.volume_cache_mb * (1 << 20)))
-        predictor = InteractivePredictor(models, embedding_cache_bytes=int(settings.embedding_cache_mb * (1 << 20)))
+        predictor = InteractivePredictor(models, embedding_cache_bytes=int(settings.embedding_cache_mb * (1 << 20)),
+                                         autozoom=settings.autozoom)
         return cls(models=models, volumes=volumes, predictor=predictor, state_dir=state_dir)

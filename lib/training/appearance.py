@@ -17,12 +17,12 @@ from monai.utils import convert_to_tensor
 
 
 def remap_intensities(image: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-    """A random piecewise-linear lookup over the crop's 1-99 % range: increasing with probability 2/3, otherwise
+    """A random piecewise-linear lookup over the crop's 1-99 % range: increasing with probability 0.8, otherwise
     with control values in random order (a non-monotonic contrast, such as T1 versus T2)."""
     low, high = np.percentile(image.numpy(), [1, 99])
     knots = np.linspace(low, high, int(rng.integers(3, 8)))
     values = rng.uniform(low, high, size=len(knots))
-    if rng.random() < 2.0 / 3.0:
+    if rng.random() < 0.8:
         values = np.sort(values)
     return torch.from_numpy(np.interp(image.numpy(), knots, values).astype(np.float32))
 
@@ -40,8 +40,8 @@ class AppearanceRandomizer:
     def __call__(self, image: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         mean, std = float(image.mean()), float(image.std()) or 1.0
         out = image.float()
-        steps = [(0.6, lambda x: remap_intensities(x, rng)), (0.3, self.gamma), (0.4, self.bias),
-                 (0.15, self.blur), (0.15, self.low_resolution), (0.4, self.noise)]
+        steps = [(0.4, lambda x: remap_intensities(x, rng)), (0.3, self.gamma), (0.3, self.bias),
+                 (0.1, self.blur), (0.1, self.low_resolution), (0.3, self.noise)]
         for probability, step in steps:
             if rng.random() < probability:
                 if hasattr(step, "set_random_state"):

@@ -9,15 +9,16 @@ import numpy as np
 import torch
 
 from lib.data.head import add_head_tissue
-from lib.engine.autozoom import MAX_ZOOM, MIN_ZOOM
+from lib.engine.autozoom import MIN_ZOOM
 from lib.prompts.geometry import Crop, place_crop, sample_crop
 from lib.training.appearance import AppearanceRandomizer
-from lib.training.objects import OBJECT_SOURCES, CropContext
+from lib.training.objects import OBJECT_SOURCES, CropContext, large_enough
 
-MIN_OBJECT_VOXELS = 64  # on the crop grid
+MIN_OBJECT_VOXELS = 300  # on the crop grid: about 2.5 logit voxels across
 MAX_OBJECT_FRACTION = 0.5  # of the crop
 HEAD_PADDING_MM = 24.0
-DEFAULT_SOURCE_WEIGHTS = {"anatomy": 0.15, "supervoxels": 0.3, "components": 0.2, "blobs": 0.2, "tubes": 0.15}
+DEFAULT_SOURCE_WEIGHTS = {"anatomy": 0.25, "supervoxels": 0.25, "components": 0.2, "blobs": 0.25, "tubes": 0.05}
+MAX_TRAINING_ZOOM = 2.0  # coarser passes only follow borders of objects already found at zoom 1
 
 
 @dataclass
@@ -88,7 +89,7 @@ class ObjectCropSampler:
         for _ in range(100):
             volume = self.volumes[int(rng.integers(len(self.volumes)))]
             source = str(rng.choice(self.sources, p=self.p))
-            zoom = float(np.exp(rng.uniform(np.log(MIN_ZOOM), np.log(MAX_ZOOM))))
+            zoom = float(np.exp(rng.uniform(np.log(MIN_ZOOM), np.log(MAX_TRAINING_ZOOM))))
             center = volume.tissue[int(rng.integers(len(volume.tissue)))].astype(np.float64)
             crop = place_crop(center, tuple(volume.image.shape[1:]), size=self.size, zoom=zoom)
             image = sample_crop(volume.image, crop)
@@ -98,7 +99,7 @@ class ObjectCropSampler:
             if sample is None:
                 continue
             count = int(sample.mask.sum())
-            if not MIN_OBJECT_VOXELS <= count <= MAX_OBJECT_FRACTION * self.size**3:
+            if not MIN_OBJECT_VOXELS <= count <= MAX_OBJECT_FRACTION * self.size**3 or not large_enough(sample.mask):
                 continue
             image = self.appearance(sample.image, rng)
             return image[None], sample.mask[None, None].float(), source

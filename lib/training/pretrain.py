@@ -86,6 +86,7 @@ class TrainState:
 
 def save_state(path: Path, model: Sam3D, optimizer: torch.optim.Optimizer, state: TrainState,
                rng: np.random.Generator) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": vars(state),
                 "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}, tmp)

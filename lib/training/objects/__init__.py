@@ -17,6 +17,10 @@ import torch
 import torch.nn.functional as F
 
 HALF = 2  # sources that segment the image work on a half-resolution copy of the crop
+# Objects span at least this fraction of the crop: the encoder sees 16^3-voxel patches, so an object much smaller
+# than a few patches cannot be located in its 8^3 tokens. Smaller structures are met zoomed in (auto-zoom makes
+# them fill 0.4 of the crop), which is where they are practised.
+MIN_EXTENT = 0.2
 
 
 @dataclass
@@ -74,6 +78,12 @@ def full_resolution(mask: np.ndarray) -> torch.Tensor:
     for axis in range(3):
         t = t.repeat_interleave(HALF, dim=axis)
     return t
+
+
+def large_enough(mask: np.ndarray | torch.Tensor) -> bool:
+    """Whether the mask's bounding box spans at least ``MIN_EXTENT`` of the crop along its longest side."""
+    index = np.argwhere(np.asarray(mask))
+    return len(index) > 0 and int((index.max(0) - index.min(0) + 1).max()) >= MIN_EXTENT * mask.shape[0]
 
 
 ObjectSource = Callable[[CropContext, np.random.Generator], ObjectSample | None]

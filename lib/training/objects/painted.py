@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from lib.training.objects import CropContext, ObjectSample, register
+from lib.training.objects import MIN_EXTENT, CropContext, ObjectSample, register
 
 
 def paint(ctx: CropContext, inside: np.ndarray, rng: np.random.Generator) -> ObjectSample:
@@ -34,7 +34,7 @@ def random_rotation(rng: np.random.Generator) -> np.ndarray:
 @register("blobs")
 def blob_object(ctx: CropContext, rng: np.random.Generator) -> ObjectSample | None:
     n = ctx.size
-    radius = np.exp(rng.uniform(np.log(3.0), np.log(n / 4.0))) * rng.uniform(0.6, 1.4, size=3)
+    radius = np.exp(rng.uniform(np.log(MIN_EXTENT * n / 2), np.log(n / 3.0))) * rng.uniform(0.7, 1.3, size=3)
     center = rng.uniform(0.3, 0.7, size=3) * n
     reach = 1.5 * radius.max()
     low = np.clip(np.floor(center - reach), 0, n).astype(int)
@@ -56,12 +56,12 @@ def tube_object(ctx: CropContext, rng: np.random.Generator) -> ObjectSample | No
     position = rng.uniform(0.3, 0.7, size=3) * n
     direction = rng.normal(size=3)
     path = []
-    for _ in range(int(rng.integers(20, n))):
+    for _ in range(int(rng.integers(int(MIN_EXTENT * n), n))):
         direction = direction / np.linalg.norm(direction) + rng.normal(0.0, 0.15, size=3)
         position = position + direction / np.linalg.norm(direction)
         path.append(position.copy())
     points = np.clip(np.round(np.asarray(path)).astype(int), 0, n - 1)
-    radius = rng.uniform(1.5, 5.0)
+    radius = rng.uniform(MIN_EXTENT * n / 6, MIN_EXTENT * n / 2)
     low = np.maximum(points.min(0) - int(radius) - 2, 0)
     high = np.minimum(points.max(0) + int(radius) + 3, n)
     centreline = np.ones(tuple(high - low), dtype=bool)

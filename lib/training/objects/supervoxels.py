@@ -26,7 +26,7 @@ def supervoxel_object(ctx: CropContext, rng: np.random.Generator) -> ObjectSampl
     tissue = ctx.tissue()
     if tissue.mean() < 0.05:
         return None
-    count = int(np.exp(rng.uniform(np.log(8), np.log(400))))
+    count = int(np.exp(rng.uniform(np.log(4), np.log(80))))
     # on the whole half-resolution crop (SLIC's masked start is several times slower); seeds lie in tissue
     segments = slic(ctx.half, n_segments=count, compactness=float(rng.uniform(0.02, 0.3)), channel_axis=None,
                     start_label=1, max_num_iter=4)
@@ -34,7 +34,7 @@ def supervoxel_object(ctx: CropContext, rng: np.random.Generator) -> ObjectSampl
     if seed is None:
         return None
     chosen = {int(segments[seed])}
-    for _ in range(int(rng.integers(0, 4))):  # grow by up to three touching segments
+    for _ in range(int(rng.integers(0, 3))):  # grow by up to two touching segments
         touching = np.setdiff1d(np.concatenate([neighbours(segments, c) for c in chosen]), list(chosen))
         if len(touching) == 0:
             break
