@@ -85,7 +85,7 @@ def test_subjects_are_the_same_brain_in_world_space_whatever_their_grid(template
     reference = template.labels[::2, ::2, ::2]
     back = {orientation: to_template(template, *subject) for orientation, subject in subjects.items()}
     for orientation in GRIDS:
-        # the template's anatomy, up to the elastic warp (a few mm); measured 0.82-0.85
+        # the template's anatomy, up to the elastic warp (a few mm); measured WM 0.82-0.85, ventricles 0.69
         assert dice(back[orientation] == 1, reference == 1) > 0.75
         assert dice(back[orientation] == 3, reference == 3) > 0.6
     for orientation in ("PIR", "LPS"):

@@ -121,3 +121,14 @@ def test_readme_lists_every_key_as_the_settings_define_it():
     readme = (REPO_ROOT / "README.md").read_text()
     assert Settings.markdown_table() in readme, "README's --conf table is stale: paste `python -m lib.settings`"
     assert all(f"| `{key}` |" in readme for key in Settings.keys())
+
+
+def test_training_request_flags_read_strings_as_the_settings_do():
+    from lib.settings import SettingsError
+    from lib.trainers.sam3d_adapters import request_flag
+
+    assert request_flag({"train_norms": "false"}, "train_norms") is False
+    assert request_flag({"train_norms": True}, "train_norms") is True
+    assert request_flag({}, "continue_from_published") is True
+    with pytest.raises(SettingsError):
+        request_flag({"train_norms": "maybe"}, "train_norms")

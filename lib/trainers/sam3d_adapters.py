@@ -25,7 +25,7 @@ from monailabel.tasks.train.basic_train import BasicTrainTask, Context
 from lib.engine.model_store import ModelStore
 from lib.model.adapter_file import apply_adapters
 from lib.model.adapters import add_adapters, set_trainable, trainable_state
-from lib.settings import TrainSettings
+from lib.settings import TrainSettings, parse_bool
 from lib.trainers.click_steps import (
     VALIDATION_CLICKS,
     ClassDifficulty,
@@ -42,6 +42,13 @@ KEY_METRIC = f"val_dice_{max(VALIDATION_CLICKS)}clicks"
 
 DEFAULTS: dict[str, Any] = TrainSettings().options()  # ``--conf train_<option>`` changes them (lib.settings)
 
+
+
+def request_flag(request: dict, key: str) -> bool:
+    """A yes/no training option as a request sends it: JSON true/false or the strings the settings accept
+    (``"false"`` is false, where ``bool("false")`` was true)."""
+    value = request.get(key, True)
+    return value if isinstance(value, bool) else parse_bool(key, str(value))
 
 class NoTrainingData(ValueError):
     """No usable final label in the datastore."""
@@ -114,7 +121,7 @@ class Sam3DAdapterTrain(BasicTrainTask):
         sam = self.models.load_base()
         registry = self.models.registry()
         published = registry.current() if registry else None
-        if published and request.get("continue_from_published", True):
+        if published and request_flag(request, "continue_from_published"):
             state, metadata = registry.read(published)
             apply_adapters(sam, state, metadata, self.models.base_sha256())
             logger.info("Continuing from adapter version %d", published)
@@ -122,9 +129,9 @@ class Sam3DAdapterTrain(BasicTrainTask):
             add_adapters(sam, bottleneck=int(request["bottleneck"]))
         context.trainable_parameters = set_trainable(
             sam,
-            norms=bool(request["train_norms"]),
-            prompt_encoder=bool(request["train_prompt_encoder"]),
-            mask_decoder=bool(request["train_mask_decoder"]),
+            norms=request_flag(request, "train_norms"),
+            prompt_encoder=request_flag(request, "train_prompt_encoder"),
+            mask_decoder=request_flag(request, "train_mask_decoder"),
         )
         context.network_size = sam.img_size
         context.difficulty = ClassDifficulty()
