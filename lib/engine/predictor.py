@@ -91,7 +91,6 @@ class InteractivePredictor:
         model, version = self.models.get()
         if version != self._version:
             dropped = self.embeddings.discard(lambda key: key[2] != version)
-            self.guides.discard(lambda key: True)
             if self._version is not None:
                 logger.info("Model changed to %s; dropped %d cached embeddings", version, dropped)
             self._version = version
