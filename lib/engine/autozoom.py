@@ -8,7 +8,6 @@ import numpy as np
 import torch
 
 MIN_ZOOM = 1.0 / 3.0  # crop voxel = a third of a model-space voxel (0.5 mm at 1.5 mm spacing)
-MAX_ZOOM = 3.0  # the coarsest pass
 OBJECT_FILL = 0.4  # a zoomed-in object spans this fraction of the crop
 ZOOM_IN_BELOW = 0.75  # zoom in only when the object would be at least this much smaller than the crop
 
