@@ -47,10 +47,10 @@ def kmeans(points: torch.Tensor, weights: torch.Tensor, k: int, iterations: int 
     centred = x - mean
     values, vectors = torch.linalg.eigh((w[:, None] * centred).T @ centred)
     starts = [mean]
-    for i in range(k):  # mean + and - each leading axis, scaled by its spread
-        axis = vectors[:, -1 - i // 2] * values[-1 - i // 2].clamp(min=0).sqrt()
-        starts.append(mean + axis if i % 2 == 0 else mean - axis)
-    centers = torch.nn.functional.normalize(torch.stack(starts[1 : k + 1] if k > 1 else starts[:1]), dim=1)
+    if k > 1:  # mean + and - each leading axis, scaled by its spread
+        spread = [vectors[:, -1 - i // 2] * values[-1 - i // 2].clamp(min=0).sqrt() for i in range(k)]
+        starts = [mean + axis if i % 2 == 0 else mean - axis for i, axis in enumerate(spread)]
+    centers = torch.nn.functional.normalize(torch.stack(starts), dim=1)
     for _ in range(iterations):
         responsibility = torch.softmax(x @ centers.T / SOFT_ASSIGNMENT_TEMPERATURE, dim=1) * w[:, None]
         centers = torch.nn.functional.normalize(responsibility.T @ x, dim=1)

@@ -12,7 +12,7 @@ from lib.data.head import add_head_tissue
 from lib.engine.autozoom import MIN_ZOOM
 from lib.prompts.geometry import Crop, place_crop, sample_crop
 from lib.training.appearance import AppearanceRandomizer
-from lib.training.objects import OBJECT_SOURCES, CropContext, large_enough
+from lib.training.objects import OBJECT_SOURCES, CropContext, brighter_than_air, large_enough
 
 MIN_OBJECT_VOXELS = 300  # on the crop grid: about 2.5 logit voxels across
 MAX_OBJECT_FRACTION = 0.5  # of the crop
@@ -31,14 +31,8 @@ class PretrainVolume:
     tissue: np.ndarray  # (N, 3) voxel indices
 
 
-def tissue_voxels(image: torch.Tensor) -> np.ndarray:
-    values = image[0].numpy()
-    low, high = np.percentile(values, [5, 99])
-    return np.argwhere(values > low + 0.1 * (high - low))
-
-
 def make_volume(name: str, image: torch.Tensor, anatomy: dict[str, torch.Tensor]) -> PretrainVolume:
-    return PretrainVolume(name, image, anatomy, tissue_voxels(image))
+    return PretrainVolume(name, image, anatomy, np.argwhere(brighter_than_air(image[0].numpy())))
 
 
 def with_head_tissue(volume: PretrainVolume, spacing: float, rng: np.random.Generator) -> PretrainVolume:

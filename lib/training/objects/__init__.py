@@ -23,6 +23,13 @@ HALF = 2  # sources that segment the image work on a half-resolution copy of the
 MIN_EXTENT = 0.2
 
 
+def brighter_than_air(values: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+    """Voxels of ``values`` above the air level: the 5th percentile of ``reference`` (default ``values``) plus a
+    tenth of its 5-99 % range."""
+    dark, bright = np.percentile(values if reference is None else reference, [5, 99])
+    return values > dark + 0.1 * (bright - dark)
+
+
 @dataclass
 class CropContext:
     """One training crop: ``image`` (1, S, S, S), the anatomy masks cut from the same place (name -> (S, S, S) bool,
@@ -51,8 +58,7 @@ class CropContext:
         inside[tuple(slice(int(lo) // HALF, int(hi) // HALF + 1) for lo, hi in zip(low, high, strict=True))] = True
         if not inside.any():
             return inside
-        dark, bright = np.percentile(self.half[inside], [5, 99])
-        return inside & (self.half > dark + 0.1 * (bright - dark))
+        return inside & brighter_than_air(self.half, self.half[inside])
 
     def seed_voxel(self, mask: np.ndarray, rng: np.random.Generator, central: float = 0.5) -> tuple[int, ...] | None:
         """A random voxel of ``mask`` inside the central ``central`` part of the grid (where clicks land)."""
