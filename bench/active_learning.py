@@ -31,11 +31,11 @@ from lib.activelearning.uncertainty import UncertaintyStrategy
 from lib.engine.model_store import ModelStore
 from lib.engine.predictor import InteractivePredictor
 from lib.engine.runtime import MODEL_SPACING_MM
+from lib.prompts.simulation import dice
 from lib.prototypes.auto import segment_automatically
 from lib.prototypes.service import PrototypeService
 from lib.scoring.uncertainty import Sam3DUncertaintyScoring
 from lib.trainers.sam3d_adapters import Sam3DAdapterTrain
-from lib.training.evaluate import dice
 from lib.training.studies import IMAGE_SUFFIXES, image_id
 from lib.transforms.preprocess import VolumeCache
 

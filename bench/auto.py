@@ -24,9 +24,9 @@ from lib.data.mni import load_template
 from lib.engine.model_store import ModelStore
 from lib.engine.predictor import InteractivePredictor
 from lib.engine.runtime import MODEL_SPACING_MM
+from lib.prompts.simulation import dice
 from lib.prototypes.auto import segment_automatically
 from lib.prototypes.bank import PrototypeBank, image_entry
-from lib.training.evaluate import dice
 from lib.transforms.preprocess import load_model_volume
 
 

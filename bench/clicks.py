@@ -1,63 +1,108 @@
-"""Dice after 1, 3, 5 and 10 simulated clicks per class: the 3D SAM checkpoint vs a random-walker baseline.
+"""Interactive segmentation per object kind: the 3D SAM checkpoint against a random-walker baseline, each with its
+own simulated annotator.
 
-    python -m bench.clicks --data data/sample/eval --checkpoint model/starter.pt --out out/clicks.json
+    python -m bench.clicks --data data/sample/unseen --checkpoint model/starter.pt --out out/clicks.json
 
-Clicks follow the reference protocol (each at the most interior voxel of the largest error region, accumulated,
-previous logits fed back). The baseline is fed exactly the clicks the model received.
+Each click goes to the most interior voxel of the largest error region of the method's own current result
+(:mod:`lib.prompts.simulation`); the model gets its previous logits fed back. Reported per object kind: mean Dice
+after 1 / 3 / 5 / 10 clicks, NoC@80 / 85 / 90 (clicks until Dice reaches 0.80 / 0.85 / 0.90, capped at 20) and
+seconds per click. Sessions run to 10 clicks and on until Dice 0.90 or 20 clicks.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import replace
-
 import numpy as np
 import torch
+from monai.transforms import LoadImage
 
 from bench.common import emit, machine, parser, studies_with_classes
-from bench.random_walker import random_walker_mask
+from bench.random_walker import MARGIN_MM, random_walker_segmenter
 from lib.engine.model_store import ModelStore
 from lib.engine.predictor import InteractivePredictor
-from lib.training.evaluate import click_trials, dice, mean_dice_table
+from lib.prompts.simulation import ClickSession, clicks_to_reach, predictor_segmenter, run_session
+from lib.training.evaluate import labelled_objects
 
 REPORTED_CLICKS = (1, 3, 5, 10)
+NOC_THRESHOLDS = (0.80, 0.85, 0.90)
+MAX_CLICKS = 20
+
+
+def summarise(sessions: dict[str, list[ClickSession]], max_clicks: int) -> dict[str, dict]:
+    """Per object kind and over kinds: mean Dice at the reported clicks, mean NoC and seconds per click."""
+    reported = [n for n in REPORTED_CLICKS if n <= max_clicks]
+    table: dict[str, dict] = {}
+    for kind, runs in sorted(sessions.items()):
+        table[kind] = {
+            "dice": {str(n): round(float(np.mean([r.dices[n - 1] for r in runs])), 4) for n in reported},
+            "noc": {f"{round(t * 100)}": round(float(np.mean([clicks_to_reach(r.dices, t, max_clicks) for r in runs])),
+                                               2) for t in NOC_THRESHOLDS},
+            "seconds_per_click": round(float(np.mean([s for r in runs for s in r.seconds])), 3),
+            "objects": len(runs),
+        }
+    kinds = list(table.values())
+    table["mean"] = {
+        "dice": {n: round(float(np.mean([k["dice"][n] for k in kinds])), 4) for n in kinds[0]["dice"]},
+        "noc": {t: round(float(np.mean([k["noc"][t] for k in kinds])), 2) for t in kinds[0]["noc"]},
+        "seconds_per_click": round(float(np.mean([k["seconds_per_click"] for k in kinds])), 3),
+    }
+    return table
+
+
+def falls(values: list[float], tolerance: float = 0.01) -> bool:
+    """Whether a Dice curve drops by more than ``tolerance`` from one reported click count to the next."""
+    return any(later < earlier - tolerance for earlier, later in zip(values, values[1:], strict=False))
+
+
+def checks(model: dict[str, dict], baseline: dict[str, dict]) -> dict[str, object]:
+    """The issue's targets, evaluated on this run."""
+    kinds = [k for k in model if k != "mean"]
+    dice = {k: model[k]["dice"] for k in kinds}
+    return {
+        "mean_dice_at_5": model["mean"]["dice"].get("5"),
+        "mean_dice_at_10": model["mean"]["dice"].get("10"),
+        "kinds_below_random_walker_at_5": [k for k in kinds if dice[k].get("5", 1) < baseline[k]["dice"].get("5", 0)],
+        "kinds_where_dice_falls_with_clicks": [k for k in kinds if falls(list(dice[k].values()))],
+    }
 
 
 def main() -> None:
     p = parser(__doc__, "data/sample/eval")
     p.add_argument("--encoder-checkpoint", default=None)
-    p.add_argument("--clicks", type=int, default=max(REPORTED_CLICKS))
+    p.add_argument("--max-clicks", type=int, default=MAX_CLICKS)
+    p.add_argument("--no-baseline", action="store_true", help="only the model")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     pairs, classes = studies_with_classes(args.data)
     predictor = InteractivePredictor(ModelStore(args.checkpoint, args.encoder_checkpoint))
-    reported = tuple(n for n in REPORTED_CLICKS if n <= args.clicks)
-    trials, baseline_trials = [], []
-    seconds = {"model": 0.0, "baseline": 0.0}
-    start = time.perf_counter()
-    for trial in click_trials(predictor, pairs, classes, args.clicks):
-        seconds["model"] += time.perf_counter() - start
-        start = time.perf_counter()
-        baseline = [dice(random_walker_mask(trial.volume, trial.clicks[:n]), trial.target) if n in reported
-                    else float("nan") for n in range(1, args.clicks + 1)]
-        seconds["baseline"] += time.perf_counter() - start
-        trials.append(trial)
-        baseline_trials.append(replace(trial, dices=baseline))
-        print(f"{trial.image} {trial.class_name}: model {np.round([trial.dices[n - 1] for n in reported], 3)} "
-              f"random walker {np.round([baseline[n - 1] for n in reported], 3)}", flush=True)
-        start = time.perf_counter()
-    model_table, baseline_table = mean_dice_table(trials, reported), mean_dice_table(baseline_trials, reported)
-    at5 = "5" if "5" in model_table["mean"] else str(reported[-1])
+    min_clicks = min(max(REPORTED_CLICKS), args.max_clicks)
+    sessions: dict[str, dict[str, list[ClickSession]]] = {"model": {}, "random_walker": {}}
+    native: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for image_path, kind, volume, target in labelled_objects(pairs, classes):
+        image = image_path.name
+        runs = {"model": run_session(predictor_segmenter(predictor, volume), target, args.max_clicks, min_clicks, 0.9)}
+        if not args.no_baseline:
+            if image not in native:
+                native = {image: (np.asarray(LoadImage(image_only=True)(str(image_path))).squeeze(),
+                                  np.linalg.norm(volume.original_affine[:3, :3], axis=0))}
+            runs["random_walker"] = run_session(random_walker_segmenter(*native[image]), target, args.max_clicks,
+                                                min_clicks, 0.9)
+        for method, session in runs.items():
+            sessions[method].setdefault(kind, []).append(session)
+        print(f"{image} {kind}: " + "; ".join(
+            f"{m} {np.round([s.dices[n - 1] for n in REPORTED_CLICKS if n <= args.max_clicks], 3)}"
+            for m, s in runs.items()), flush=True)
+    tables = {m: summarise(s, args.max_clicks) for m, s in sessions.items() if s}
     emit({
         "benchmark": "clicks",
         "data": str(args.data),
         "checkpoint": str(args.checkpoint),
         "volumes": len(pairs),
-        "protocol": "next click at the most interior voxel of the largest error region; the random walker "
-                    "baseline gets the same clicks the model received",
-        "dice": {"model": model_table, "random_walker": baseline_table},
-        "model_beats_baseline_at_5_clicks": model_table["mean"][at5] > baseline_table["mean"][at5],
-        "seconds": {k: round(v, 1) for k, v in seconds.items()},
+        "protocol": "each method has its own simulated annotator: the next click at the most interior voxel of the "
+                    "largest error region of its current result; sessions to 10 clicks, then on to Dice 0.90 or "
+                    f"{args.max_clicks} clicks. Random walker: native resolution, in the foreground clicks' "
+                    f"bounding box grown by {MARGIN_MM:g} mm",
+        **tables,
+        **({"checks": checks(tables["model"], tables["random_walker"])} if "random_walker" in tables else {}),
         "machine": machine(),
     }, args.out)
 

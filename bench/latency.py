@@ -19,7 +19,7 @@ from monai.transforms import LoadImage
 
 from bench.common import emit, machine, parser, studies_with_classes
 from lib.model import build_sam3d, load_sam3d
-from lib.prompts.clicks import next_click
+from lib.prompts.simulation import first_click, next_click
 from tests.server import client, running_server
 
 
@@ -65,7 +65,7 @@ def click_plan(pairs, classes, count: int) -> list[tuple[str, str, list[int], li
         label = np.asarray(LoadImage(image_only=True)(str(label_path))).squeeze()
         index, name = next(iter(sorted(classes.items())))
         target = label == index
-        first, _ = next_click(np.zeros_like(target), target)
+        first = first_click(target)
         second, _ = next_click(np.ones_like(target), target)  # the most interior background voxel
         labelled = np.argwhere(label > 0)
         far = labelled[np.argmax(np.linalg.norm(labelled - first, axis=1))]

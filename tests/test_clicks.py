@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from lib.errors import InvalidRequest
-from lib.prompts.clicks import check_inside, next_click, parse_points, parse_roi
+from lib.prompts.clicks import check_inside, parse_points, parse_roi
+from lib.prompts.simulation import next_click
 
 
 def test_parse_points_accepts_lists_and_json():

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from lib.data.mni import load_template
-from lib.prompts.clicks import next_click
+from lib.prompts.simulation import next_click
 from tests.server import client, running_server, sample_studies
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

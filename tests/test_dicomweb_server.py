@@ -20,8 +20,7 @@ from scipy.ndimage import affine_transform
 
 from lib.data.build_sample import ensure_sample
 from lib.data.dicom import nifti_to_dicom_series
-from lib.prompts.clicks import next_click
-from lib.training.evaluate import dice
+from lib.prompts.simulation import dice, next_click
 from tests.pacs import running_orthanc
 from tests.server import client, running_server
 

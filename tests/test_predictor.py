@@ -151,3 +151,15 @@ def test_results_keep_an_axis_permuting_affine(starter_checkpoint, tmp_path):
     assert label.shape == array.shape and np.allclose(label.affine, affine, atol=1e-4)
     assert label.get_data_dtype() == np.uint8
     os.remove(label_file)
+
+
+def test_a_click_always_changes_the_mask_where_it_was_placed(starter_checkpoint, image_path):
+    predictor = InteractivePredictor(ModelStore(starter_checkpoint))
+    volume = load_model_volume(str(image_path), 1.5)
+    noise_voxel, box_voxel = [8, 70, 8], [45, 35, 30]  # in the noise far from the bright box, and inside it
+    first = predictor.segment(volume, volume_clicks(volume, [noise_voxel]), np.zeros((0, 3)), follow_border=False)
+    assert predictor.to_original_mask(volume, first)[tuple(noise_voxel)]
+    both = volume_clicks(volume, [noise_voxel, box_voxel])
+    second = predictor.segment(volume, both[:1], both[1:], previous=first, follow_border=False)
+    mask = predictor.to_original_mask(volume, second)
+    assert mask[tuple(noise_voxel)] and not mask[tuple(box_voxel)]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from monailabel.client.client import MONAILabelClientException
 
-from lib.training.evaluate import dice
+from lib.prompts.simulation import dice
 from tests.server import client, running_server, sample_studies
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

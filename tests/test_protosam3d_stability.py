@@ -20,9 +20,9 @@ from lib.data.build_sample import ensure_sample
 from lib.engine.model_store import ModelStore
 from lib.engine.predictor import InteractivePredictor
 from lib.engine.runtime import MODEL_SPACING_MM
+from lib.prompts.simulation import dice
 from lib.prototypes.auto import segment_automatically
 from lib.prototypes.bank import image_entry
-from lib.training.evaluate import dice
 from lib.transforms.preprocess import load_model_volume
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from monailabel.client.client import MONAILabelClientException
 
-from lib.prompts.clicks import next_click
-from lib.training.evaluate import dice
+from lib.prompts.simulation import dice, next_click
 from tests.server import client, running_server, sample_studies
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

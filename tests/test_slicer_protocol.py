@@ -13,8 +13,7 @@ import pytest
 import requests
 import SimpleITK as sitk
 
-from lib.prompts.clicks import next_click
-from lib.training.evaluate import dice
+from lib.prompts.simulation import dice, next_click
 from tests.server import client, running_server, sample_studies
 from tests.test_training_server import wait_for_training
 

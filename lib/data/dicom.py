@@ -58,7 +58,8 @@ def nifti_to_dicom_series(nifti: Path, out_dir: Path, patient_id: str, study_uid
         pixels = np.round(volume[:, :, k].T / float(ds.RescaleSlope)).astype(np.int16)
         ds.PixelData = pixels.tobytes()
         ds.file_meta = FileMetaDataset()
-        ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = MRImageStorage, ds.SOPInstanceUID
+        ds.file_meta.MediaStorageSOPClassUID = MRImageStorage
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds.is_little_endian, ds.is_implicit_VR = True, False
         path = out_dir / f"{k:04d}.dcm"

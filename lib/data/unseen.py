@@ -6,9 +6,10 @@ as a target, with and without synthetic head tissue.
 Writes ``unseen/`` (skull-stripped, as the template) and ``unseen_head/`` (the same subjects with scalp and skull
 shells), both MONAI Label studies folders with ``labels/final`` and ``classes.txt``. The structures: the template's
 deep grey matter (grey-matter probability > 0.5, at least 15 mm inside the brain, in the central region) split per
-hemisphere into parts by a watershed of its distance map, and the lateral ventricles (held out of pretraining).
-The deep grey parts lie inside the ``grey_matter`` class of the sample data, but none is ever a training target:
-a click on one must segment that part, not all grey matter.
+hemisphere into parts by a watershed of its distance map, the lateral ventricles (held out of pretraining), and
+three white-matter lesions of 0.5 to 20 ml per subject with appearances pretraining never paints
+(:mod:`lib.data.lesions`). The deep grey parts lie inside the ``grey_matter`` class of the sample data, but none
+is ever a training target: a click on one must segment that part, not all grey matter.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from skimage.segmentation import watershed
 from lib.data.build_sample import write_nifti
 from lib.data.classes import CLASSES_TXT
 from lib.data.head import add_head_tissue
+from lib.data.lesions import LESION_KINDS, paint_lesions
 from lib.data.mni import Template, load_template
 from lib.data.synth import make_subject
 
@@ -35,7 +37,13 @@ MIN_DEPTH_MM = 15.0
 PARTS_PER_SIDE = 4
 SEED_OFFSET = 300  # subject seeds 1000 * seed + 300 + index: other brains than the pool, eval and train splits
 HEAD_MARGIN_MM = 30.0
-VERSION = 1
+VERSION = 2
+
+
+def unseen_kinds() -> list[str]:
+    """The evaluation's object kinds, in label order (as :func:`unseen_template` names them)."""
+    parts = [f"deep_grey_{side}_{rank}" for side in ("left", "right") for rank in range(1, PARTS_PER_SIDE + 1)]
+    return [*parts, "lateral_ventricles", *LESION_KINDS]
 
 
 def world_grid(shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
@@ -70,19 +78,28 @@ def deep_grey_parts(template: Template) -> tuple[np.ndarray, dict[int, str]]:
     return labels, names
 
 
-def unseen_template() -> tuple[Template, dict[int, str]]:
-    """The template with the unseen structures as its labels (deep grey parts, then the lateral ventricles)."""
+def unseen_template() -> tuple[Template, dict[int, str], np.ndarray]:
+    """The template with the unseen structures as its labels (deep grey parts, then the lateral ventricles), their
+    names with the lesion kinds' after them, and the template's white matter (where lesions go)."""
     template = load_template()
     labels, names = deep_grey_parts(template)
     ventricles = len(names) + 1
     labels[template.labels == 3] = ventricles
     names[ventricles] = "lateral_ventricles"
-    return Template(t1=template.t1, labels=labels, affine=template.affine), names
+    names.update({ventricles + 1 + i: kind for i, kind in enumerate(LESION_KINDS)})
+    return Template(t1=template.t1, labels=labels, affine=template.affine), names, template.labels == 1
+
+
+def with_lesions(template: Template, white_matter: np.ndarray, rng: np.random.Generator) -> Template:
+    """The template with one lesion of each kind painted into its white matter (labels after the structures')."""
+    first = int(template.labels.max()) + 1
+    t1, labels, _ = paint_lesions(template.t1, template.labels, white_matter, first, rng)
+    return Template(t1=t1, labels=labels, affine=template.affine)
 
 
 def build(out: Path, count: int = 4, seed: int = 0) -> dict:
     start = time.perf_counter()
-    template, names = unseen_template()
+    template, names, white_matter = unseen_template()
     folders = {"unseen": out / "unseen", "unseen_head": out / "unseen_head"}
     for folder in folders.values():
         (folder / "labels" / "final").mkdir(parents=True, exist_ok=True)
@@ -90,7 +107,8 @@ def build(out: Path, count: int = 4, seed: int = 0) -> dict:
     subjects = []
     for i in range(count):
         subject_seed = 1000 * seed + SEED_OFFSET + i
-        subject = make_subject(template, np.random.default_rng(subject_seed), margin_mm=HEAD_MARGIN_MM)
+        lesioned = with_lesions(template, white_matter, np.random.default_rng([subject_seed, 1]))
+        subject = make_subject(lesioned, np.random.default_rng(subject_seed), margin_mm=HEAD_MARGIN_MM)
         name = f"unseen_{i:03d}.nii.gz"
         head = add_head_tissue(subject.image, subject.spacing, np.random.default_rng(subject_seed))
         for folder, image in ((folders["unseen"], subject.image), (folders["unseen_head"], head)):

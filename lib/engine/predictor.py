@@ -27,20 +27,22 @@ from lib.transforms.preprocess import ModelVolume
 logger = logging.getLogger(__name__)
 
 REUSE_MARGIN = 32.0  # voxels between a click and the faces of a cached crop it may reuse (its central half)
+CLICK_LOGIT = 4.0  # the least confidence a click imposes on the output logits around it
 
 
 @dataclass(frozen=True)
 class CropLogits:
-    """Low-resolution mask logits (1, 1, r, r, r) predicted inside ``crop`` (fed back with the next click) and, for
-    models with a mask refiner, the refined logits at half the crop size (what the result is made from)."""
+    """Low-resolution mask logits (1, 1, r, r, r) predicted inside ``crop`` (fed back with the next click) and, when
+    they differ, the logits the mask is made from (``result``: the refiner's half-crop-size logits, with the clicks
+    honoured)."""
 
     crop: Crop
     logits: torch.Tensor
-    refined: torch.Tensor | None = None
+    result: torch.Tensor | None = None
 
     @property
     def output(self) -> torch.Tensor:
-        return self.logits if self.refined is None else self.refined
+        return self.logits if self.result is None else self.result
 
 
 @dataclass
@@ -57,6 +59,25 @@ class Segmentation:
 
     def pass_at(self, crop: Crop) -> torch.Tensor | None:
         return next((p.logits for p in self.passes if p.crop == crop), None)
+
+
+def honour_clicks(output: torch.Tensor, crop: Crop, foreground: np.ndarray, background: np.ndarray) -> torch.Tensor:
+    """``output`` logits (1, 1, n, n, n) over ``crop`` with every click's sign imposed on the 2x2x2 output voxels
+    around it, so that a click always changes the upsampled mask where it was placed: a foreground click lies inside
+    the mask and a background click outside, whatever the network predicted there."""
+    out = output.clone()
+    n = out.shape[-1]
+    for points, sign in ((foreground, 1.0), (background, -1.0)):
+        if len(points) == 0:
+            continue
+        # continuous output index of each click (the output spans the crop with align_corners=False)
+        position = (apply_affine(crop.volume_to_crop, points) + 0.5) * (n / crop.size) - 0.5
+        for low in np.floor(position).astype(int):
+            if np.any(low < -1) or np.any(low > n - 1):
+                continue
+            region = (0, 0, *(slice(max(v, 0), min(v + 2, n)) for v in low))
+            out[region] = sign * torch.clamp(sign * out[region], min=CLICK_LOGIT)
+    return out
 
 
 def touches_open_border(logits: torch.Tensor, crop: Crop, volume_shape: tuple[int, ...],
@@ -146,13 +167,18 @@ class InteractivePredictor:
         labels = np.concatenate([np.ones(len(foreground)), np.zeros(len(background))])
         device = embedding.device
         coords = torch.as_tensor(apply_affine(crop.volume_to_crop, points), dtype=torch.float32, device=device)
+        ambiguous = model.multimask_first_click and len(points) == 1 and len(foreground) == 1 and previous is None
         with torch.no_grad():
-            logits, _ = model.decode(
+            logits, iou = model.decode(
                 embedding,
                 points=coords[None],
                 labels=torch.as_tensor(labels, dtype=torch.int64, device=device)[None],
                 mask_logits=None if previous is None else previous.to(device),
+                multimask_output=ambiguous,
             )
+        if ambiguous:  # the most confident of the three masks
+            best = int(iou[0].argmax())
+            logits = logits[:, best : best + 1]
         return logits.cpu()
 
     def fine_crop(self, volume: ModelVolume, foreground: np.ndarray, anchor: np.ndarray | None,
@@ -215,7 +241,9 @@ class InteractivePredictor:
                 zoomed_logits = self.decode(model, zoomed_embedding, zoomed, foreground, background, None)
                 if not touches_open_border(zoomed_logits, zoomed, shape, any_face=True):
                     fine, logits, hit = zoomed, zoomed_logits, zoomed_hit
-        passes, hits = [CropLogits(fine, logits, self.refined(model, volume, fine, logits))], [hit]
+        refined = self.refined(model, volume, fine, logits)
+        result = honour_clicks(logits if refined is None else refined, fine, foreground, background)
+        passes, hits = [CropLogits(fine, logits, result)], [hit]
         if follow_border and fine.zoom >= 1.0 and touches_open_border(logits, fine, shape):
             coarse = self.coarse_crop(volume, fine)
             if coarse is not None:

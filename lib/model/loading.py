@@ -14,6 +14,9 @@ ENCODER_PREFIX = "image_encoder."
 StateSource = str | os.PathLike | dict
 
 
+MULTIMASK_KEY = "multimask_first_click"
+
+
 def _read(source: StateSource) -> dict[str, Any]:
     if isinstance(source, dict):
         return source
@@ -79,6 +82,8 @@ def load_sam3d(checkpoint: StateSource, encoder_checkpoint: StateSource | None =
     # a starter saved before the mask refiner existed loads without one
     refiner = any(k.startswith("mask_refiner.") for k in state)
     model = build_sam3d(variant if isinstance(variant, str) else detect_variant(state), refiner=refiner)
+    # only checkpoints trained with ambiguity-aware first clicks say so; every other layout uses the single mask
+    model.multimask_first_click = bool(raw.get(MULTIMASK_KEY, False))
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
@@ -94,5 +99,6 @@ def save_sam3d(model: Sam3D, path: str | os.PathLike, half: bool = False, **meta
              for k, v in model.state_dict().items()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model_state_dict": state, "variant": model.variant, **metadata}, path)
+    torch.save({"model_state_dict": state, "variant": model.variant,
+                MULTIMASK_KEY: model.multimask_first_click, **metadata}, path)
     return path

@@ -58,6 +58,9 @@ class Sam3D(nn.Module):
         )
         self.mask_decoder = MaskDecoder3D(config["prompt_dim"], transformer_mlp_dim=config["decoder_mlp_dim"])
         self.mask_refiner = MaskRefiner3D() if (config.get("refiner", False) if refiner is None else refiner) else None
+        # a single positive click is ambiguous (a part, the structure, the organ): models trained for it answer the
+        # first click with the best of the decoder's three masks by predicted IoU, as Segment Anything does
+        self.multimask_first_click = False
 
     @property
     def low_res_size(self) -> int:

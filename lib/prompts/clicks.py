@@ -1,4 +1,4 @@
-"""Click prompts: parsing request parameters and simulating an annotator's next click."""
+"""Click prompts in requests: parsing and checking points and ROIs."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from lib.errors import InvalidRequest
 
@@ -64,23 +63,3 @@ def parse_roi(value: Any, shape: Sequence[int]) -> np.ndarray | None:
     roi[:, 0] = np.maximum(roi[:, 0], 0)
     roi[:, 1] = np.minimum(roi[:, 1], high)
     return roi
-
-
-def next_click(prediction: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, bool] | None:
-    """The click an annotator makes next: the most interior voxel of the largest error region.
-
-    Returns ``(voxel index, is_foreground)``, or None when the prediction is already perfect.
-    """
-    error = prediction.astype(bool) ^ target.astype(bool)
-    if not error.any():
-        return None
-    components, count = ndimage.label(error)
-    if count > 1:
-        sizes = np.bincount(components.ravel())[1:]
-        error = components == (int(np.argmax(sizes)) + 1)
-    bounds = ndimage.find_objects(error.astype(np.uint8))[0]
-    lo = np.array([b.start for b in bounds])
-    box = error[bounds]
-    depth = ndimage.distance_transform_edt(np.pad(box, 1))[1:-1, 1:-1, 1:-1]
-    point = np.unravel_index(int(np.argmax(depth)), box.shape) + lo
-    return point.astype(np.int64), bool(target[tuple(point)])

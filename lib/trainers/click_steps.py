@@ -11,7 +11,7 @@ from monai.losses import DiceCELoss
 
 from lib.model import Sam3D
 from lib.model.adapters import trainable_state
-from lib.training.interactive import ClickOutcome, simulated_click_loss
+from lib.prompts.simulation import ClickOutcome, simulated_click_loss
 
 VALIDATION_CLICKS = (1, 5)
 

@@ -34,8 +34,8 @@ from lib.engine.predictor import InteractivePredictor
 from lib.engine.runtime import MODEL_SPACING_MM
 from lib.model import Sam3D, build_sam3d, save_sam3d
 from lib.model.loading import unwrap_state_dict
+from lib.prompts.simulation import simulated_click_loss
 from lib.training.evaluate import click_trials, mean_dice_table
-from lib.training.interactive import simulated_click_loss
 from lib.training.object_crops import (
     DEFAULT_SOURCE_WEIGHTS,
     ObjectCropSampler,
@@ -94,10 +94,15 @@ def save_state(path: Path, model: Sam3D, optimizer: torch.optim.Optimizer, state
 
 
 def train(model: Sam3D, sampler: ObjectCropSampler, minutes: float, max_clicks: int, lr: float,
-          rng: np.random.Generator, state_path: Path, resume: bool, save_minutes: float = 3.0) -> dict:
+          rng: np.random.Generator, state_path: Path, resume: bool, encoder_lr_scale: float = 1.0,
+          save_minutes: float = 3.0) -> dict:
     """Train until the time budget is spent (warm-up, cosine decay over training time), saving the state every
-    ``save_minutes`` so an interrupted run continues where it stopped."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    ``save_minutes`` so an interrupted run continues where it stopped. The image encoder learns at
+    ``encoder_lr_scale`` times ``lr`` (a warm-started encoder keeps its features while the decoder adapts)."""
+    encoder = [p for n, p in model.named_parameters() if n.startswith("image_encoder.")]
+    others = [p for n, p in model.named_parameters() if not n.startswith("image_encoder.")]
+    optimizer = torch.optim.AdamW([{"params": encoder, "scale": encoder_lr_scale}, {"params": others, "scale": 1.0}],
+                                  lr=lr, weight_decay=0.01)
     state = TrainState(per_source={})
     if resume and state_path.exists():
         saved = torch.load(state_path, map_location="cpu", weights_only=False)
@@ -116,7 +121,7 @@ def train(model: Sam3D, sampler: ObjectCropSampler, minutes: float, max_clicks: 
     while (elapsed := trained_before + time.perf_counter() - session_start) < budget:
         warmup = min(1.0, (state.step + 1) / 100)
         for group in optimizer.param_groups:
-            group["lr"] = lr * warmup * 0.5 * (1.0 + math.cos(math.pi * elapsed / budget))
+            group["lr"] = group["scale"] * lr * warmup * 0.5 * (1.0 + math.cos(math.pi * elapsed / budget))
         image, target, source = sampler(rng)
         outcome = simulated_click_loss(model, image, target, int(rng.integers(1, max_clicks + 1)), loss_fn, rng)
         optimizer.zero_grad(set_to_none=True)
@@ -168,6 +173,18 @@ def parse_weights(text: str) -> dict[str, float]:
     return {name: float(weight) for name, weight in pairs}
 
 
+def command_line(args: argparse.Namespace) -> str:
+    """The command that reproduces this run (without the machine-specific thread count)."""
+    words = ["python -m lib.training.pretrain"]
+    for key, value in vars(args).items():
+        if key in {"threads", "evaluate_only", "resume"} or value is None or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        shown = " ".join(map(str, value)) if isinstance(value, list) else str(value)
+        words.append(flag if value is True else f"{flag} {shown}")
+    return " ".join(words)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("data/sample/train"))
@@ -184,6 +201,9 @@ def main() -> None:
                         help="object sources and their weights, name=weight,...")
     parser.add_argument("--head-fraction", type=float, default=0.5, help="volumes also trained with head tissue")
     parser.add_argument("--resume", action="store_true", help="continue from OUT.state.pt")
+    parser.add_argument("--encoder-lr-scale", type=float, default=1.0, help="image encoder lr relative to --lr")
+    parser.add_argument("--single-mask-first-click", action="store_true",
+                        help="train the first click on the single mask output (default: best of three masks)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--evaluate-only", action="store_true", help="only (re)evaluate --out and update its record")
     args = parser.parse_args()
@@ -205,18 +225,17 @@ def main() -> None:
     volumes = load_training_volumes(args.data, hold_out, args.head_fraction, rng)
     weights = parse_weights(args.sources)
     model, init_sha = initial_model(args.init)
+    model.multimask_first_click = not args.single_mask_first_click
     sampler = ObjectCropSampler(volumes, model.img_size, weights)
     stats = train(model, sampler, args.minutes, args.max_clicks, args.lr, rng,
-                  args.out.with_suffix(".state.pt"), args.resume)
+                  args.out.with_suffix(".state.pt"), args.resume, args.encoder_lr_scale)
     record = {
-        "command": "python -m lib.training.pretrain " + " ".join(
-            f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-            for k, v in vars(args).items() if k not in {"threads", "evaluate_only", "resume"} and v is not None
-        ),
+        "command": command_line(args),
         "data": str(args.data),
         "training_volumes": len(volumes),
         "volumes_with_head_tissue": sum(v.name.endswith("+head") for v in volumes),
         "object_sources": weights,
+        "anatomy_targets": sorted({name for volume in volumes for name in volume.anatomy}),
         "excluded": {"anatomy_classes": sorted(hold_out), "volumes": [str(f) for f in args.eval_data]},
         "initialised_from": {"path": str(args.init), "sha256": init_sha} if args.init else None,
         "seed": args.seed,

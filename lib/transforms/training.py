@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from monai.transforms import MapTransform, Randomizable, Transform
 
-from lib.prompts.clicks import next_click
 from lib.prompts.geometry import place_crop, sample_crop
+from lib.prompts.simulation import first_click
 from lib.training.crops import sample_crop_pair
 from lib.transforms.preprocess import load_model_label, load_model_volume
 
@@ -75,7 +75,7 @@ class ObjectCropsd(Transform):
         crops = []
         for name, mask in sorted(data["targets"].items()):
             target = mask.numpy()
-            center, _ = next_click(np.zeros_like(target), target)
+            center = first_click(target)
             crop = place_crop(center.astype(np.float64), target.shape, size=self.size)
             crops.append({
                 "image": sample_crop(data["image"], crop),

@@ -1,0 +1,182 @@
+"""The simulated annotator, the one home of every click loop: where the first and the next click go, and the click
+session that feeds each prediction back. Pretraining and the adapter trainer run it on training crops through the
+network (:func:`simulated_click_loss`); the evaluation, the benchmarks and the server tests run it on stored images
+through the serving predictor or a classical baseline (:func:`run_session`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.losses import DiceCELoss
+from scipy import ndimage
+
+from lib.engine.predictor import InteractivePredictor
+from lib.model import Sam3D
+from lib.model.mask_refiner import MaskRefiner3D
+from lib.prompts.geometry import apply_affine, original_to_volume
+from lib.transforms.preprocess import ModelVolume
+
+Click = tuple[np.ndarray, bool]  # (voxel index, is_foreground)
+Segmenter = Callable[[list[Click]], np.ndarray]  # every click so far -> mask on the target's grid
+
+LOSS_STRIDE = 2  # training loss and next clicks on a half-resolution grid of the crop: 8x cheaper, same clicks
+
+
+def next_click(prediction: np.ndarray, target: np.ndarray) -> Click | None:
+    """The click an annotator makes next: the most interior voxel of the largest error region.
+
+    Returns ``(voxel index, is_foreground)``, or None when the prediction is already perfect.
+    """
+    error = prediction.astype(bool) ^ target.astype(bool)
+    if not error.any():
+        return None
+    components, count = ndimage.label(error)
+    if count > 1:
+        sizes = np.bincount(components.ravel())[1:]
+        error = components == (int(np.argmax(sizes)) + 1)
+    bounds = ndimage.find_objects(error.astype(np.uint8))[0]
+    lo = np.array([b.start for b in bounds])
+    box = error[bounds]
+    depth = ndimage.distance_transform_edt(np.pad(box, 1))[1:-1, 1:-1, 1:-1]
+    point = np.unravel_index(int(np.argmax(depth)), box.shape) + lo
+    return point.astype(np.int64), bool(target[tuple(point)])
+
+
+def first_click(target: np.ndarray) -> np.ndarray:
+    """The evaluation protocol's first click: the most interior voxel of the (largest part of the) object."""
+    click = next_click(np.zeros_like(target, dtype=bool), target)
+    if click is None:
+        raise ValueError("empty target: nothing to click")
+    return click[0]
+
+
+def random_foreground_voxel(target: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A uniformly drawn foreground voxel (SAM-Med3D's first training click)."""
+    voxels = np.flatnonzero(target)
+    return np.asarray(np.unravel_index(int(rng.choice(voxels)), target.shape), dtype=np.int64)
+
+
+def dice(prediction: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor) -> float:
+    prediction, target = np.asarray(prediction, dtype=bool), np.asarray(target, dtype=bool)
+    total = prediction.sum() + target.sum()
+    return float(2.0 * np.logical_and(prediction, target).sum() / total) if total else 1.0
+
+
+@dataclass
+class ClickSession:
+    """What a simulated annotator achieved on one object: Dice, clicks and seconds of segmenting after each click."""
+
+    dices: list[float]
+    clicks: list[Click]
+    seconds: list[float]
+
+
+def run_session(segment: Segmenter, target: np.ndarray, max_clicks: int, min_clicks: int = 0,
+                stop_dice: float | None = None, first: np.ndarray | None = None) -> ClickSession:
+    """Click until ``max_clicks``, or stop once at least ``min_clicks`` were made and Dice reached ``stop_dice``.
+
+    Each click goes to the most interior voxel of the largest error region (``first``, when given, replaces the
+    first one); ``segment`` sees all clicks so far and keeps its own state, such as the previous prediction. A
+    perfect prediction needs no more clicks: its Dice is repeated up to ``max_clicks``.
+    """
+    prediction = np.zeros(target.shape, dtype=bool)
+    session = ClickSession([], [], [])
+    while len(session.dices) < max_clicks:
+        click = (first, True) if first is not None and not session.clicks else next_click(prediction, target)
+        if click is None:
+            session.dices += [session.dices[-1] if session.dices else 1.0] * (max_clicks - len(session.dices))
+            break
+        session.clicks.append(click)
+        start = time.perf_counter()
+        prediction = np.asarray(segment(session.clicks), dtype=bool)
+        session.seconds.append(time.perf_counter() - start)
+        session.dices.append(dice(prediction, target))
+        if stop_dice is not None and len(session.dices) >= min_clicks and session.dices[-1] >= stop_dice:
+            break
+    return session
+
+
+def clicks_to_reach(dices: list[float], threshold: float, cap: int) -> int:
+    """NoC: the number of clicks after which Dice first reaches ``threshold`` (``cap`` when it never does)."""
+    return next((n for n, d in enumerate(dices[:cap], start=1) if d >= threshold), cap)
+
+
+def predictor_segmenter(predictor: InteractivePredictor, volume: ModelVolume) -> Segmenter:
+    """Clicks on the stored image's grid -> the serving predictor's mask there, feeding each prediction back as the
+    next one's mask prompt (as Slicer's follow-up clicks do)."""
+    orig_to_vol = original_to_volume(volume.original_affine, volume.affine)
+    state = {"previous": None}
+
+    def segment(clicks: list[Click]) -> np.ndarray:
+        foreground = np.asarray([p for p, fg in clicks if fg], dtype=np.float64).reshape(-1, 3)
+        background = np.asarray([p for p, fg in clicks if not fg], dtype=np.float64).reshape(-1, 3)
+        state["previous"] = predictor.segment(volume, apply_affine(orig_to_vol, foreground),
+                                              apply_affine(orig_to_vol, background), previous=state["previous"])
+        return predictor.to_original_mask(volume, state["previous"]).numpy()
+
+    return segment
+
+
+@dataclass
+class ClickOutcome:
+    """What a simulated interaction on one training crop gave."""
+
+    loss: torch.Tensor  # mean over clicks, plus the mask refiner's loss on one of them
+    dices: list[float]  # after each click (decoder logits, before refinement)
+    predictions: list[torch.Tensor]  # (1, 1, S/2, S/2, S/2) bool after each click
+    target: torch.Tensor  # (1, 1, S/2, S/2, S/2) float, the half-resolution target
+
+
+def simulated_click_loss(model: Sam3D, image: torch.Tensor, target: torch.Tensor, num_clicks: int, loss_fn: DiceCELoss,
+                         rng: np.random.Generator, random_first_click: float = 0.5) -> ClickOutcome:
+    """The click session on one training crop, through the network, with the loss averaged over its clicks.
+
+    ``image`` (1, 1, S, S, S) and binary ``target`` (1, 1, S, S, S). The session runs on the half-resolution grid
+    of the crop (``LOSS_STRIDE``). The first click is a random foreground voxel (with probability
+    ``random_first_click``) or the most interior one; the next ones follow :func:`next_click`. The encoder runs
+    once; the mask decoder once per click with the previous low-res logits (detached) as mask prompt; a model with
+    ``multimask_first_click`` answers the first click with three masks, of which the closest to the target learns
+    and is fed back. The IoU head
+    learns the achieved IoU (MSE). A model with a mask refiner also learns to refine the (detached) logits of one
+    random click against the same target.
+    """
+    size = image.shape[-1] // LOSS_STRIDE
+    target = (F.avg_pool3d(target, LOSS_STRIDE) > 0.5).float()
+    coarse = target[0, 0].numpy() > 0.5
+    embedding = model.encode(image)
+    losses: list[torch.Tensor] = []
+    predictions: list[torch.Tensor] = []
+    low_res: list[torch.Tensor] = []
+
+    def segment(clicks: list[Click]) -> np.ndarray:
+        points = np.stack([p for p, _ in clicks]) * LOSS_STRIDE + (LOSS_STRIDE - 1) / 2.0
+        ambiguous = model.multimask_first_click and len(clicks) == 1
+        logits, iou = model.decode(embedding, points=torch.as_tensor(points, dtype=torch.float32)[None],
+                                   labels=torch.as_tensor([int(fg) for _, fg in clicks])[None],
+                                   mask_logits=low_res[-1] if low_res else None, multimask_output=ambiguous)
+        upsampled = F.interpolate(logits, size=(size,) * 3, mode="trilinear", align_corners=False)
+        masks = (upsampled > 0).detach()
+        inter = (masks & (target > 0.5)).flatten(2).sum(-1).float()
+        union = (masks | (target > 0.5)).flatten(2).sum(-1).float().clamp(min=1)
+        # with three ambiguity masks only the one closest to the target learns (Segment Anything's minimum loss)
+        mask_losses = torch.stack([loss_fn(upsampled[:, i : i + 1], target) for i in range(logits.shape[1])])
+        best = int(mask_losses.argmin())
+        losses.append(mask_losses[best] + F.mse_loss(iou, inter / union))
+        prediction = masks[:, best : best + 1]
+        predictions.append(prediction)
+        low_res.append(logits[:, best : best + 1].detach())
+        return prediction[0, 0].numpy()
+
+    first = random_foreground_voxel(coarse, rng) if rng.random() < random_first_click else None
+    session = run_session(segment, coarse, num_clicks, first=first)
+    loss = torch.stack(losses).mean()
+    if model.mask_refiner is not None:
+        chosen = low_res[int(rng.integers(len(low_res)))]
+        loss = loss + loss_fn(model.refine(chosen, MaskRefiner3D.guide(image)), target)
+    return ClickOutcome(loss, session.dices[: len(losses)], predictions, target)
