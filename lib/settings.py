@@ -154,7 +154,8 @@ class Settings:
     keep_adapters: int = setting(5, "published adapter versions kept on disk", minimum=1)
     spacing: float = setting(MODEL_SPACING_MM, "model voxel size in mm", minimum=1e-3)
     autozoom: bool | None = setting(
-        None, "zoom the crop in on small objects: `auto` (the starter: on; official checkpoints: off), true, false",
+        None, "start new objects in a zoomed-in crop, zooming out while the mask reaches its faces: `auto` (on for "
+        "a starter with a mask refiner; off for official checkpoints and a starter without one), true, false",
         parse_autozoom, shown="`auto`")
     volume_cache_mb: float = setting(1024.0, "memory for model-space volumes", minimum=0)
     embedding_cache_mb: float = setting(512.0, "memory for image embeddings", minimum=0)

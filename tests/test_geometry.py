@@ -96,3 +96,17 @@ def test_sample_crop_zoom_one_is_exact_and_pads_with_zero():
     assert torch.all(out[0, :2] == 0)
     zoomed = sample_crop(volume, Crop(origin=(2.0, 3.0, 4.0), size=4, zoom=1.0))
     assert torch.equal(zoomed, volume[:, 2:6, 3:7, 4:8])
+
+
+@pytest.mark.parametrize("zoom", [1.0 / 3.0, 0.5, 1.0, 2.0, 3.0])  # auto-zoom's range and the coarse passes
+def test_clicks_round_trip_through_crops_at_every_zoom(tmp_path, zoom):
+    volume = load_model_volume(str(blob_image(tmp_path)), spacing=1.5)
+    orig_to_vol = original_to_volume(volume.original_affine, volume.affine)
+    mapped = apply_affine(orig_to_vol, CLICK[None])[0]
+    crop = place_crop(mapped, tuple(volume.image.shape[1:]), size=32, zoom=zoom)
+    in_crop = apply_affine(crop.volume_to_crop, mapped[None])[0]
+    back = apply_affine(np.linalg.inv(orig_to_vol) @ crop.crop_to_volume, in_crop[None])[0]
+    assert np.allclose(back, CLICK, atol=1e-6)
+    image = sample_crop(volume.image, crop)[0]
+    brightest = np.unravel_index(int(image.argmax()), image.shape)
+    assert np.abs(np.asarray(brightest) - in_crop).max() <= 1.5 / min(zoom, 1.0)  # the blob is where the click is

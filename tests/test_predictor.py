@@ -34,7 +34,7 @@ def volume_clicks(volume, points):
 
 
 def test_follow_up_clicks_hit_the_embedding_cache(starter_checkpoint, image_path):
-    predictor = InteractivePredictor(ModelStore(starter_checkpoint))
+    predictor = InteractivePredictor(ModelStore(starter_checkpoint), autozoom=False)
     volume = load_model_volume(str(image_path), 1.5)
     fg = volume_clicks(volume, [[45, 35, 30]])
     first = predictor.segment(volume, fg, np.zeros((0, 3)), follow_border=False)
@@ -47,7 +47,7 @@ def test_follow_up_clicks_hit_the_embedding_cache(starter_checkpoint, image_path
 def test_embeddings_are_invalidated_when_the_weights_change(starter_checkpoint, image_path, tmp_path):
     checkpoint = tmp_path / "weights.pt"
     checkpoint.write_bytes(starter_checkpoint.read_bytes())
-    predictor = InteractivePredictor(ModelStore(checkpoint))
+    predictor = InteractivePredictor(ModelStore(checkpoint), autozoom=False)
     volume = load_model_volume(str(image_path), 1.5)
     fg = volume_clicks(volume, [[45, 35, 30]])
     before = predictor.segment(volume, fg, np.zeros((0, 3)), follow_border=False)
@@ -64,7 +64,8 @@ def test_embedding_cache_is_bounded(starter_checkpoint, tmp_path):
     long_image = np.random.default_rng(1).normal(100, 10, size=(300, 40, 30)).astype(np.float32)
     volume = load_model_volume(str(write_nifti(tmp_path / "long.nii.gz", long_image, np.eye(4))), 1.5)
     one_embedding = 192 * 8 * 8 * 8 * 4
-    predictor = InteractivePredictor(ModelStore(starter_checkpoint), embedding_cache_bytes=2 * one_embedding)
+    predictor = InteractivePredictor(ModelStore(starter_checkpoint), embedding_cache_bytes=2 * one_embedding,
+                                     autozoom=False)
     for point in ([10, 20, 15], [150, 20, 15], [290, 20, 15]):  # three different crops along the long axis
         predictor.segment(volume, volume_clicks(volume, [point]), np.zeros((0, 3)), follow_border=False)
     assert len(predictor.embeddings) == 2 and predictor.embeddings.stats.evictions == 1
@@ -108,7 +109,7 @@ def test_border_following_adds_a_coarse_pass_only_for_open_faces(starter_checkpo
 
 
 def test_concurrent_clients_share_one_encoder_run_and_get_their_own_results(starter_checkpoint, image_path):
-    predictor = InteractivePredictor(ModelStore(starter_checkpoint))
+    predictor = InteractivePredictor(ModelStore(starter_checkpoint), autozoom=False)
     volume = load_model_volume(str(image_path), 1.5)
     clicks = [volume_clicks(volume, [[45, 35, 30 + k]]) for k in range(4)]
     expected = [predictor.to_original_mask(volume, predictor.segment(volume, c, np.zeros((0, 3)))) for c in clicks]

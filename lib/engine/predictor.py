@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from lib.cache import BoundedCache
-from lib.engine.autozoom import object_extent, zoom_for
+from lib.engine.autozoom import ZOOM_LADDER
 from lib.engine.model_store import ModelStore
 from lib.model import Sam3D
 from lib.model.mask_refiner import MaskRefiner3D
@@ -142,16 +142,20 @@ class InteractivePredictor:
     def uses_autozoom(self, model: Sam3D) -> bool:
         return model.mask_refiner is not None if self.autozoom is None else self.autozoom
 
-    def zoomed_in(self, volume: ModelVolume, probe: CropLogits, foreground: np.ndarray) -> Crop | None:
-        """A crop zoomed in on the object predicted in ``probe`` when it is small (see :mod:`lib.engine.autozoom`),
-        holding every foreground click; None when zooming in would not help."""
-        measured = object_extent(probe.logits, probe.crop.size, probe.crop.zoom)
-        zoom = zoom_for(measured[0], probe.crop.size) if measured else None
-        if zoom is None:
-            return None
-        center = apply_affine(probe.crop.crop_to_volume, measured[1][None])[0]
-        crop = place_crop(center, tuple(volume.image.shape[1:]), size=probe.crop.size, zoom=zoom)
-        return crop if crop.contains(foreground, margin=2.0) else None
+    def zoomed_in(self, model: Sam3D, version: str, volume: ModelVolume, foreground: np.ndarray,
+                  background: np.ndarray) -> tuple[Crop, torch.Tensor, bool] | None:
+        """The first crop of :data:`ZOOM_LADDER` (centred on the foreground clicks, holding them) whose mask stays
+        off every crop face: its logits and whether its embedding was cached. None when the object outgrows all."""
+        shape = tuple(volume.image.shape[1:])
+        for zoom in ZOOM_LADDER:
+            crop = place_crop(foreground.mean(axis=0), shape, size=model.img_size, zoom=zoom)
+            if not crop.contains(foreground, margin=2.0):
+                continue
+            embedding, hit = self.embedding(model, version, volume, crop)
+            logits = self.decode(model, embedding, crop, foreground, background, None)
+            if not touches_open_border(logits, crop, shape, any_face=True):
+                return crop, logits, hit
+        return None
 
     def decode(
         self,
@@ -220,10 +224,10 @@ class InteractivePredictor:
         """Predict the object marked by clicks (model-space voxel coordinates).
 
         ``previous`` (the last prediction for the same object) feeds its logits back as the mask prompt, as SAM-Med3D
-        does between clicks. With auto-zoom, a new crop (first click, or a click outside the current crop) is
-        measured first and a small object is segmented again in a crop zoomed in on it; follow-up clicks inside
-        that crop reuse its embedding. When the fine mask reaches an open crop face, a coarser pass over the whole
-        volume supplies the mask outside the fine crop.
+        does between clicks. With auto-zoom, a new crop (first click, or a click outside the current crop) starts
+        zoomed in and zooms out while the mask reaches its faces (:data:`ZOOM_LADDER`, then the model spacing);
+        follow-up clicks inside that crop reuse its embedding. When the fine mask reaches an open crop face, a coarser
+        pass over the whole volume supplies the mask outside the fine crop.
         """
         model, version = self.model()
         if previous is not None and previous.model_version != version:
@@ -231,16 +235,15 @@ class InteractivePredictor:
         previous_crop = previous.fine.crop if previous else None
         fine = self.fine_crop(volume, foreground, anchor, previous_crop)
         prior = previous.pass_at(fine) if previous else previous_fine_logits
-        embedding, hit = self.embedding(model, version, volume, fine)
-        logits = self.decode(model, embedding, fine, foreground, background, prior)
         shape = tuple(volume.image.shape[1:])
+        zoomed = None
         if fine != previous_crop and prior is None and anchor is None and self.uses_autozoom(model):
-            zoomed = self.zoomed_in(volume, CropLogits(fine, logits), foreground)
-            if zoomed is not None:
-                zoomed_embedding, zoomed_hit = self.embedding(model, version, volume, zoomed)
-                zoomed_logits = self.decode(model, zoomed_embedding, zoomed, foreground, background, None)
-                if not touches_open_border(zoomed_logits, zoomed, shape, any_face=True):
-                    fine, logits, hit = zoomed, zoomed_logits, zoomed_hit
+            zoomed = self.zoomed_in(model, version, volume, foreground, background)
+        if zoomed is not None:
+            fine, logits, hit = zoomed
+        else:
+            embedding, hit = self.embedding(model, version, volume, fine)
+            logits = self.decode(model, embedding, fine, foreground, background, prior)
         refined = self.refined(model, volume, fine, logits)
         result = honour_clicks(logits if refined is None else refined, fine, foreground, background)
         passes, hits = [CropLogits(fine, logits, result)], [hit]
