@@ -32,17 +32,16 @@ CLICK_LOGIT = 4.0  # the least confidence a click imposes on the output logits a
 
 @dataclass(frozen=True)
 class CropLogits:
-    """Low-resolution mask logits (1, 1, r, r, r) predicted inside ``crop`` (fed back with the next click) and, when
-    they differ, the logits the mask is made from (``result``: the refiner's half-crop-size logits, with the clicks
-    honoured)."""
+    """Low-resolution mask logits (1, 1, r, r, r) predicted inside ``crop`` (fed back with the next click) and, for
+    models with a mask refiner, the refined logits at half the crop size (what the result is made from)."""
 
     crop: Crop
     logits: torch.Tensor
-    result: torch.Tensor | None = None
+    refined: torch.Tensor | None = None
 
     @property
     def output(self) -> torch.Tensor:
-        return self.logits if self.result is None else self.result
+        return self.logits if self.refined is None else self.refined
 
 
 @dataclass
@@ -52,6 +51,7 @@ class Segmentation:
     passes: list[CropLogits]
     model_version: str
     embedding_hits: list[bool] = field(default_factory=list)
+    clicks: tuple[np.ndarray, np.ndarray] = (np.zeros((0, 3)), np.zeros((0, 3)))  # foreground, background (volume)
 
     @property
     def fine(self) -> CropLogits:
@@ -62,9 +62,10 @@ class Segmentation:
 
 
 def honour_clicks(output: torch.Tensor, crop: Crop, foreground: np.ndarray, background: np.ndarray) -> torch.Tensor:
-    """``output`` logits (1, 1, n, n, n) over ``crop`` with every click's sign imposed on the 2x2x2 output voxels
-    around it, so that a click always changes the upsampled mask where it was placed: a foreground click lies inside
-    the mask and a background click outside, whatever the network predicted there."""
+    """``output`` logits (1, 1, n, n, n) over ``crop`` with every click's sign imposed on the 2x2x2 voxels around
+    it, so that a click always changes the mask where it was placed: a foreground click lies inside the mask and a
+    background click outside, whatever the network predicted there. Applied to the fine pass at the crop's full
+    resolution, it changes at most two crop voxels per axis around each click."""
     out = output.clone()
     n = out.shape[-1]
     for points, sign in ((foreground, 1.0), (background, -1.0)):
@@ -244,9 +245,7 @@ class InteractivePredictor:
         else:
             embedding, hit = self.embedding(model, version, volume, fine)
             logits = self.decode(model, embedding, fine, foreground, background, prior)
-        refined = self.refined(model, volume, fine, logits)
-        result = honour_clicks(logits if refined is None else refined, fine, foreground, background)
-        passes, hits = [CropLogits(fine, logits, result)], [hit]
+        passes, hits = [CropLogits(fine, logits, self.refined(model, volume, fine, logits))], [hit]
         if follow_border and fine.zoom >= 1.0 and touches_open_border(logits, fine, shape):
             coarse = self.coarse_crop(volume, fine)
             if coarse is not None:
@@ -256,7 +255,7 @@ class InteractivePredictor:
                 coarse_logits = self.decode(model, coarse_embedding, coarse, foreground, background, coarse_prior)
                 passes.insert(0, CropLogits(coarse, coarse_logits, self.refined(model, volume, coarse, coarse_logits)))
                 hits.insert(0, coarse_hit)
-        return Segmentation(passes=passes, model_version=version, embedding_hits=hits)
+        return Segmentation(passes=passes, model_version=version, embedding_hits=hits, clicks=(foreground, background))
 
     @staticmethod
     def to_original_mask(volume: ModelVolume, segmentation: Segmentation) -> torch.Tensor:
@@ -277,5 +276,7 @@ class InteractivePredictor:
 def _paste_passes(volume: ModelVolume, segmentation: Segmentation, out: torch.Tensor, values) -> None:
     orig_to_vol = original_to_volume(volume.original_affine, volume.affine)
     for p in segmentation.passes:
-        upsampled = F.interpolate(p.output, size=(p.crop.size,) * 3, mode="trilinear", align_corners=False)[0, 0]
-        paste_crop_mask(values(upsampled), p.crop, orig_to_vol, volume.original_shape, out)
+        upsampled = F.interpolate(p.output, size=(p.crop.size,) * 3, mode="trilinear", align_corners=False)
+        if p is segmentation.fine:
+            upsampled = honour_clicks(upsampled, p.crop, *segmentation.clicks)
+        paste_crop_mask(values(upsampled[0, 0]), p.crop, orig_to_vol, volume.original_shape, out)
