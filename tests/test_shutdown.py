@@ -35,18 +35,18 @@ PROGRAM = textwrap.dedent("""
 """)
 
 
-def run(mode: str) -> tuple[subprocess.Popen, list[psutil.Process]]:
+def run(mode: str) -> tuple[subprocess.Popen, list[int]]:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     process = subprocess.Popen([sys.executable, "-c", PROGRAM, mode], stdout=subprocess.PIPE, text=True, env=env,
                                cwd=str(REPO_ROOT))
     pids = [int(pid) for pid in process.stdout.readline().split()]
     assert len(pids) == 2
-    return process, [psutil.Process(pid) for pid in pids]
+    return process, pids  # in "exit" mode the children may already be gone by the time the pids are read
 
 
-def gone(process: psutil.Process) -> bool:
+def gone(pid: int) -> bool:
     try:
-        return process.status() == psutil.STATUS_ZOMBIE
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.Error:
         return True
 
