@@ -45,7 +45,9 @@ class BrightObjectModel:
 
     img_size = 128
     mask_refiner = None
-    multimask_first_click = False
+
+    def answers_with_three_masks(self, foreground: int, background: int, has_mask_prompt: bool) -> bool:
+        return False
 
     def parameters(self):
         yield torch.zeros(1)

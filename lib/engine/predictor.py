@@ -51,7 +51,8 @@ class Segmentation:
     passes: list[CropLogits]
     model_version: str
     embedding_hits: list[bool] = field(default_factory=list)
-    clicks: tuple[np.ndarray, np.ndarray] = (np.zeros((0, 3)), np.zeros((0, 3)))  # foreground, background (volume)
+    # foreground and background clicks (model-space volume voxels), honoured in the fine pass's result
+    clicks: tuple[np.ndarray, np.ndarray] = field(default_factory=lambda: (np.zeros((0, 3)), np.zeros((0, 3))))
 
     @property
     def fine(self) -> CropLogits:
@@ -172,7 +173,7 @@ class InteractivePredictor:
         labels = np.concatenate([np.ones(len(foreground)), np.zeros(len(background))])
         device = embedding.device
         coords = torch.as_tensor(apply_affine(crop.volume_to_crop, points), dtype=torch.float32, device=device)
-        ambiguous = model.multimask_first_click and len(points) == 1 and len(foreground) == 1 and previous is None
+        ambiguous = model.answers_with_three_masks(len(foreground), len(background), previous is not None)
         with torch.no_grad():
             logits, iou = model.decode(
                 embedding,

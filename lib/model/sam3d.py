@@ -62,6 +62,10 @@ class Sam3D(nn.Module):
         # first click with the best of the decoder's three masks by predicted IoU, as Segment Anything does
         self.multimask_first_click = False
 
+    def answers_with_three_masks(self, foreground: int, background: int, has_mask_prompt: bool) -> bool:
+        """Whether these prompts get the three ambiguity masks: one positive click alone, for a model trained so."""
+        return self.multimask_first_click and foreground == 1 and background == 0 and not has_mask_prompt
+
     @property
     def low_res_size(self) -> int:
         return self.embed_size * 4

@@ -142,9 +142,8 @@ def simulated_click_loss(model: Sam3D, image: torch.Tensor, target: torch.Tensor
     ``random_first_click``) or the most interior one; the next ones follow :func:`next_click`. The encoder runs
     once; the mask decoder once per click with the previous low-res logits (detached) as mask prompt; a model with
     ``multimask_first_click`` answers the first click with three masks, of which the closest to the target learns
-    and is fed back. The IoU head
-    learns the achieved IoU (MSE). A model with a mask refiner also learns to refine the (detached) logits of one
-    random click against the same target.
+    and is fed back. The IoU head learns the achieved IoU (MSE). A model with a mask refiner also learns to refine
+    the (detached) logits of one random click against the same target.
     """
     size = image.shape[-1] // LOSS_STRIDE
     target = (F.avg_pool3d(target, LOSS_STRIDE) > 0.5).float()
@@ -156,7 +155,8 @@ def simulated_click_loss(model: Sam3D, image: torch.Tensor, target: torch.Tensor
 
     def segment(clicks: list[Click]) -> np.ndarray:
         points = np.stack([p for p, _ in clicks]) * LOSS_STRIDE + (LOSS_STRIDE - 1) / 2.0
-        ambiguous = model.multimask_first_click and len(clicks) == 1
+        foreground = sum(fg for _, fg in clicks)
+        ambiguous = model.answers_with_three_masks(foreground, len(clicks) - foreground, bool(low_res))
         logits, iou = model.decode(embedding, points=torch.as_tensor(points, dtype=torch.float32)[None],
                                    labels=torch.as_tensor([int(fg) for _, fg in clicks])[None],
                                    mask_logits=low_res[-1] if low_res else None, multimask_output=ambiguous)

@@ -43,12 +43,12 @@ KEY_METRIC = f"val_dice_{max(VALIDATION_CLICKS)}clicks"
 DEFAULTS: dict[str, Any] = TrainSettings().options()  # ``--conf train_<option>`` changes them (lib.settings)
 
 
-
 def request_flag(request: dict, key: str) -> bool:
     """A yes/no training option as a request sends it: JSON true/false or the strings the settings accept
     (``"false"`` is false, where ``bool("false")`` was true)."""
     value = request.get(key, True)
     return value if isinstance(value, bool) else parse_bool(key, str(value))
+
 
 class NoTrainingData(ValueError):
     """No usable final label in the datastore."""
