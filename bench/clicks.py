@@ -6,10 +6,14 @@ own simulated annotator.
 Each click goes to the most interior voxel of the largest error region of the method's own current result
 (:mod:`lib.prompts.simulation`); the model gets its previous logits fed back. Reported per object kind: mean Dice
 after 1 / 3 / 5 / 10 clicks, NoC@80 / 85 / 90 (clicks until Dice reaches 0.80 / 0.85 / 0.90, capped at 20) and
-seconds per click. Sessions run to 10 clicks and on until Dice 0.90 or 20 clicks.
+seconds per click. Sessions run to 10 clicks and on until Dice 0.90 or 20 clicks. ``--baseline-from`` reuses the
+random-walker table of an earlier run on the same studies (its sessions do not depend on the checkpoint).
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -65,14 +69,26 @@ def checks(model: dict[str, dict], baseline: dict[str, dict]) -> dict[str, objec
     }
 
 
+def reused_baseline(path: Path, data: Path, volumes: int) -> dict[str, dict]:
+    """The random-walker table of an earlier ``bench.clicks`` run on the same studies folder."""
+    earlier = json.loads(path.read_text())
+    if Path(earlier.get("data", "")) != data or earlier.get("volumes") != volumes or "random_walker" not in earlier:
+        raise SystemExit(f"{path} holds no random-walker run on {data} ({volumes} volumes)")
+    return earlier["random_walker"]
+
+
 def main() -> None:
     p = parser(__doc__, "data/sample/eval")
     p.add_argument("--encoder-checkpoint", default=None)
     p.add_argument("--max-clicks", type=int, default=MAX_CLICKS)
     p.add_argument("--no-baseline", action="store_true", help="only the model")
+    p.add_argument("--baseline-from", type=Path, default=None,
+                   help="reuse the random-walker table of an earlier run's JSON on the same --data (the baseline's "
+                        "sessions do not depend on the checkpoint) instead of running it again")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     pairs, classes = studies_with_classes(args.data)
+    reused = reused_baseline(args.baseline_from, args.data, len(pairs)) if args.baseline_from else None
     predictor = InteractivePredictor(ModelStore(args.checkpoint, args.encoder_checkpoint))
     min_clicks = min(max(REPORTED_CLICKS), args.max_clicks)
     sessions: dict[str, dict[str, list[ClickSession]]] = {"model": {}, "random_walker": {}}
@@ -80,7 +96,7 @@ def main() -> None:
     for image_path, kind, volume, target in labelled_objects(pairs, classes):
         image = image_path.name
         runs = {"model": run_session(predictor_segmenter(predictor, volume), target, args.max_clicks, min_clicks, 0.9)}
-        if not args.no_baseline:
+        if not args.no_baseline and reused is None:
             if image not in native:
                 native = {image: (np.asarray(LoadImage(image_only=True)(str(image_path))).squeeze(),
                                   np.linalg.norm(volume.original_affine[:3, :3], axis=0))}
@@ -92,6 +108,8 @@ def main() -> None:
             f"{m} {np.round([s.dices[n - 1] for n in REPORTED_CLICKS if n <= args.max_clicks], 3)}"
             for m, s in runs.items()), flush=True)
     tables = {m: summarise(s, args.max_clicks) for m, s in sessions.items() if s}
+    if reused is not None:
+        tables["random_walker"] = reused
     emit({
         "benchmark": "clicks",
         "data": str(args.data),
@@ -101,6 +119,7 @@ def main() -> None:
                     "largest error region of its current result; sessions to 10 clicks, then on to Dice 0.90 or "
                     f"{args.max_clicks} clicks. Random walker: native resolution, in the foreground clicks' "
                     f"bounding box grown by {MARGIN_MM:g} mm",
+        **({"baseline_from": str(args.baseline_from)} if reused is not None else {}),
         **tables,
         **({"checks": checks(tables["model"], tables["random_walker"])} if "random_walker" in tables else {}),
         "machine": machine(),

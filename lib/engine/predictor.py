@@ -58,8 +58,8 @@ class Segmentation:
     def fine(self) -> CropLogits:
         return self.passes[-1]
 
-    def pass_at(self, crop: Crop) -> torch.Tensor | None:
-        return next((p.logits for p in self.passes if p.crop == crop), None)
+    def pass_at(self, crop: Crop) -> CropLogits | None:
+        return next((p for p in self.passes if p.crop == crop), None)
 
 
 def honour_clicks(output: torch.Tensor, crop: Crop, foreground: np.ndarray, background: np.ndarray) -> torch.Tensor:
@@ -80,6 +80,15 @@ def honour_clicks(output: torch.Tensor, crop: Crop, foreground: np.ndarray, back
             region = (0, 0, *(slice(max(v, 0), min(v + 2, n)) for v in low))
             out[region] = sign * torch.clamp(sign * out[region], min=CLICK_LOGIT)
     return out
+
+
+def crop_prompts(crop: Crop, foreground: np.ndarray, background: np.ndarray,
+                 device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Clicks in model-space volume voxels as the network's (1, N, 3) crop-voxel points and (1, N) labels."""
+    points = np.concatenate([foreground, background]).reshape(-1, 3)
+    labels = np.concatenate([np.ones(len(foreground)), np.zeros(len(background))])
+    coords = torch.as_tensor(apply_affine(crop.volume_to_crop, points), dtype=torch.float32, device=device)
+    return coords[None], torch.as_tensor(labels, dtype=torch.int64, device=device)[None]
 
 
 def touches_open_border(logits: torch.Tensor, crop: Crop, volume_shape: tuple[int, ...],
@@ -130,55 +139,59 @@ class InteractivePredictor:
 
         return self.embeddings.get_or_compute((volume.source, crop, version), encode)
 
-    def refined(self, model: Sam3D, volume: ModelVolume, crop: Crop, logits: torch.Tensor) -> torch.Tensor | None:
-        """The refiner's half-crop-size logits for ``logits`` predicted in ``crop`` (None without a refiner)."""
+    def predict(self, model: Sam3D, volume: ModelVolume, crop: Crop, embedding: torch.Tensor, foreground: np.ndarray,
+                background: np.ndarray, previous: CropLogits | None = None,
+                previous_logits: torch.Tensor | None = None) -> CropLogits:
+        """The decoder's logits in ``crop`` and, for a model with a mask refiner, their refinement with the clicks,
+        each fed its own previous output (``previous``, or ``previous_logits`` from an uploaded mask)."""
+        points, labels = crop_prompts(crop, foreground, background, embedding.device)
+        prior = previous.logits if previous is not None else previous_logits
+        logits = self.decode(model, embedding, points, labels, prior)
         if model.mask_refiner is None:
-            return None
+            return CropLogits(crop, logits)
         guide, _ = self.guides.get_or_compute(
             (volume.source, crop), lambda: MaskRefiner3D.guide(sample_crop(volume.image, crop)[None])
         )
-        device = next(model.parameters()).device
+        refined_prior = previous.output if previous is not None else previous_logits
+        if refined_prior is not None and refined_prior.shape[-3:] != guide.shape[-3:]:
+            refined_prior = F.interpolate(refined_prior, size=guide.shape[-3:], mode="trilinear", align_corners=False)
+        device = embedding.device
         with torch.no_grad():
-            return model.refine(logits.to(device), guide.to(device)).cpu()
+            refined = model.refine(logits.to(device), guide.to(device), points, labels,
+                                   None if refined_prior is None else refined_prior.to(device))
+        return CropLogits(crop, logits, refined.cpu())
 
     def uses_autozoom(self, model: Sam3D) -> bool:
         return model.mask_refiner is not None if self.autozoom is None else self.autozoom
 
     def zoomed_in(self, model: Sam3D, version: str, volume: ModelVolume, foreground: np.ndarray,
-                  background: np.ndarray) -> tuple[Crop, torch.Tensor, bool] | None:
+                  background: np.ndarray) -> tuple[CropLogits, bool] | None:
         """The first crop of :data:`ZOOM_LADDER` (centred on the foreground clicks, holding them) whose mask stays
-        off every crop face: its logits and whether its embedding was cached. None when the object outgrows all."""
+        off every crop face: its prediction and whether its embedding was cached. None when the object outgrows
+        all."""
         shape = tuple(volume.image.shape[1:])
         for zoom in ZOOM_LADDER:
             crop = place_crop(foreground.mean(axis=0), shape, size=model.img_size, zoom=zoom)
             if not crop.contains(foreground, margin=2.0):
                 continue
             embedding, hit = self.embedding(model, version, volume, crop)
-            logits = self.decode(model, embedding, crop, foreground, background, None)
-            if not touches_open_border(logits, crop, shape, any_face=True):
-                return crop, logits, hit
+            prediction = self.predict(model, volume, crop, embedding, foreground, background)
+            if not touches_open_border(prediction.output, crop, shape, any_face=True):
+                return prediction, hit
         return None
 
-    def decode(
-        self,
-        model: Sam3D,
-        embedding: torch.Tensor,
-        crop: Crop,
-        foreground: np.ndarray,
-        background: np.ndarray,
-        previous: torch.Tensor | None,
-    ) -> torch.Tensor:
-        """Mask logits for clicks given in model-space volume voxels."""
-        points = np.concatenate([foreground, background]).reshape(-1, 3)
-        labels = np.concatenate([np.ones(len(foreground)), np.zeros(len(background))])
+    @staticmethod
+    def decode(model: Sam3D, embedding: torch.Tensor, points: torch.Tensor, labels: torch.Tensor,
+               previous: torch.Tensor | None) -> torch.Tensor:
+        """The decoder's low-res mask logits for :func:`crop_prompts` and the previous logits."""
         device = embedding.device
-        coords = torch.as_tensor(apply_affine(crop.volume_to_crop, points), dtype=torch.float32, device=device)
-        ambiguous = model.answers_with_three_masks(len(foreground), len(background), previous is not None)
+        foreground = int((labels == 1).sum())
+        ambiguous = model.answers_with_three_masks(foreground, int((labels == 0).sum()), previous is not None)
         with torch.no_grad():
             logits, iou = model.decode(
                 embedding,
-                points=coords[None],
-                labels=torch.as_tensor(labels, dtype=torch.int64, device=device)[None],
+                points=points,
+                labels=labels,
                 mask_logits=None if previous is None else previous.to(device),
                 multimask_output=ambiguous,
             )
@@ -236,25 +249,26 @@ class InteractivePredictor:
             previous = None
         previous_crop = previous.fine.crop if previous else None
         fine = self.fine_crop(volume, foreground, anchor, previous_crop)
-        prior = previous.pass_at(fine) if previous else previous_fine_logits
+        prior = previous.pass_at(fine) if previous else None
         shape = tuple(volume.image.shape[1:])
         zoomed = None
-        if fine != previous_crop and prior is None and anchor is None and self.uses_autozoom(model):
+        if (fine != previous_crop and prior is None and previous_fine_logits is None and anchor is None
+                and self.uses_autozoom(model)):
             zoomed = self.zoomed_in(model, version, volume, foreground, background)
         if zoomed is not None:
-            fine, logits, hit = zoomed
+            prediction, hit = zoomed
         else:
             embedding, hit = self.embedding(model, version, volume, fine)
-            logits = self.decode(model, embedding, fine, foreground, background, prior)
-        passes, hits = [CropLogits(fine, logits, self.refined(model, volume, fine, logits))], [hit]
-        if follow_border and fine.zoom >= 1.0 and touches_open_border(logits, fine, shape):
+            prediction = self.predict(model, volume, fine, embedding, foreground, background, prior,
+                                      previous_fine_logits if previous is None else None)
+        fine, passes, hits = prediction.crop, [prediction], [hit]
+        if follow_border and fine.zoom >= 1.0 and touches_open_border(prediction.output, fine, shape):
             coarse = self.coarse_crop(volume, fine)
             if coarse is not None:
                 logger.info("Object reaches the crop border; adding a coarse pass at zoom %.1f", coarse.zoom)
                 coarse_embedding, coarse_hit = self.embedding(model, version, volume, coarse)
-                coarse_prior = previous.pass_at(coarse) if previous else None
-                coarse_logits = self.decode(model, coarse_embedding, coarse, foreground, background, coarse_prior)
-                passes.insert(0, CropLogits(coarse, coarse_logits, self.refined(model, volume, coarse, coarse_logits)))
+                passes.insert(0, self.predict(model, volume, coarse, coarse_embedding, foreground, background,
+                                              previous.pass_at(coarse) if previous else None))
                 hits.insert(0, coarse_hit)
         return Segmentation(passes=passes, model_version=version, embedding_hits=hits, clicks=(foreground, background))
 

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from lib.model.click_refiner import ClickRefiner3D, click_maps
 from lib.model.image_encoder import ImageEncoderViT3D
 from lib.model.mask_decoder import MaskDecoder3D
 from lib.model.mask_refiner import MaskRefiner3D
@@ -14,7 +15,8 @@ from lib.model.prompt_encoder import PromptEncoder3D
 
 # Architectures by variant. ``sam_med3d`` is SAM-Med3D vit_b_ori; ``fastsam3d`` its distilled 6-block student
 # encoder with SAM-Med3D's prompt encoder and decoder; ``starter`` is small enough to train on a CPU and adds a
-# high-resolution mask refiner (the official layouts have none).
+# high-resolution mask refiner (the official layouts have none). Refiner kinds: ``edges`` (``MaskRefiner3D``, the
+# default) and ``clicks`` (``ClickRefiner3D``, which also sees the clicks and its previous result).
 VARIANTS: dict[str, dict[str, Any]] = {
     "sam_med3d": {
         "encoder": {"embed_dim": 768, "depth": 12, "num_heads": 12, "window_size": 14,
@@ -28,9 +30,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     },
     "starter": {
         "encoder": {"embed_dim": 192, "depth": 6, "num_heads": 6, "window_size": 0, "out_chans": 192},
-        "prompt_dim": 192, "decoder_mlp_dim": 768, "refiner": True,
+        "prompt_dim": 192, "decoder_mlp_dim": 768, "refiner": "edges",
     },
 }
+
+REFINERS = {"none": lambda: None, "edges": MaskRefiner3D, "clicks": ClickRefiner3D}
 
 IMG_SIZE = 128
 PATCH_SIZE = 16
@@ -44,7 +48,7 @@ class Sam3D(nn.Module):
     """
 
     def __init__(self, variant: str, img_size: int = IMG_SIZE, patch_size: int = PATCH_SIZE,
-                 refiner: bool | None = None) -> None:
+                 refiner: str | None = None) -> None:
         super().__init__()
         config = VARIANTS[variant]
         self.variant = variant
@@ -57,7 +61,10 @@ class Sam3D(nn.Module):
             input_image_size=(img_size,) * 3,
         )
         self.mask_decoder = MaskDecoder3D(config["prompt_dim"], transformer_mlp_dim=config["decoder_mlp_dim"])
-        self.mask_refiner = MaskRefiner3D() if (config.get("refiner", False) if refiner is None else refiner) else None
+        kind = config.get("refiner", "none") if refiner is None else refiner
+        if kind not in REFINERS:
+            raise ValueError(f"unknown refiner {kind!r}; known: {sorted(REFINERS)}")
+        self.mask_refiner = REFINERS[kind]()
         # a single positive click is ambiguous (a part, the structure, the organ): models trained for it answer the
         # first click with the best of the decoder's three masks by predicted IoU, as Segment Anything does
         self.multimask_first_click = False
@@ -89,10 +96,14 @@ class Sam3D(nn.Module):
             multimask_output=multimask_output,
         )
 
-    def refine(self, low_res_logits: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
-        """Logits at half the crop size that follow the edges of the crop (``guide``: ``MaskRefiner3D.guide``)."""
+    def refine(self, low_res_logits: torch.Tensor, guide: torch.Tensor, points: torch.Tensor, labels: torch.Tensor,
+               previous: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits at half the crop size that follow the edges of the crop (``guide``: ``MaskRefiner3D.guide``); a
+        ``clicks`` refiner also sees the points and labels (as for :meth:`decode`) and its ``previous`` logits."""
         if self.mask_refiner is None:
             raise ValueError(f"the {self.variant} layout has no mask refiner")
+        if isinstance(self.mask_refiner, ClickRefiner3D):
+            return self.mask_refiner(low_res_logits, guide, click_maps(points, labels, guide.shape[-1]), previous)
         return self.mask_refiner(low_res_logits, guide)
 
     def forward(self, image: torch.Tensor, points: torch.Tensor, labels: torch.Tensor,
@@ -100,8 +111,9 @@ class Sam3D(nn.Module):
         return self.decode(self.encode(image), points, labels, mask_logits)
 
 
-def build_sam3d(variant: str, refiner: bool | None = None) -> Sam3D:
-    """A randomly initialised model of ``variant`` (``refiner`` overrides whether it has a mask refiner)."""
+def build_sam3d(variant: str, refiner: str | None = None) -> Sam3D:
+    """A randomly initialised model of ``variant`` (``refiner``: ``edges``, ``clicks`` or ``none`` overrides the
+    variant's mask refiner)."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; known: {sorted(VARIANTS)}")
     return Sam3D(variant, refiner=refiner)

@@ -127,56 +127,70 @@ def predictor_segmenter(predictor: InteractivePredictor, volume: ModelVolume) ->
 class ClickOutcome:
     """What a simulated interaction on one training crop gave."""
 
-    loss: torch.Tensor  # mean over clicks, plus the mask refiner's loss on one of them
-    dices: list[float]  # after each click (decoder logits, before refinement)
+    loss: torch.Tensor  # the decoder's loss averaged over clicks (when trained) plus the refiner's on the last click
+    dices: list[float]  # after each click (the refined mask for models with a refiner)
     predictions: list[torch.Tensor]  # (1, 1, S/2, S/2, S/2) bool after each click
     target: torch.Tensor  # (1, 1, S/2, S/2, S/2) float, the half-resolution target
 
 
 def simulated_click_loss(model: Sam3D, image: torch.Tensor, target: torch.Tensor, num_clicks: int, loss_fn: DiceCELoss,
-                         rng: np.random.Generator, random_first_click: float = 0.5) -> ClickOutcome:
-    """The click session on one training crop, through the network, with the loss averaged over its clicks.
+                         rng: np.random.Generator, random_first_click: float = 0.5,
+                         train_decoder: bool = True) -> ClickOutcome:
+    """The click session on one training crop, through the network, as the predictor runs it.
 
     ``image`` (1, 1, S, S, S) and binary ``target`` (1, 1, S, S, S). The session runs on the half-resolution grid
     of the crop (``LOSS_STRIDE``). The first click is a random foreground voxel (with probability
-    ``random_first_click``) or the most interior one; the next ones follow :func:`next_click`. The encoder runs
-    once; the mask decoder once per click with the previous low-res logits (detached) as mask prompt; a model with
-    ``multimask_first_click`` answers the first click with three masks, of which the closest to the target learns
-    and is fed back. The IoU head learns the achieved IoU (MSE). A model with a mask refiner also learns to refine
-    the (detached) logits of one random click against the same target.
+    ``random_first_click``) or the most interior one; the next ones follow :func:`next_click` on the previous
+    result. The encoder runs once; the mask decoder once per click with its previous low-res logits (detached) as
+    mask prompt; a model with ``multimask_first_click`` answers the first click with three masks, of which the
+    closest to the target learns and is fed back, and the IoU head learns the achieved IoU (MSE). With
+    ``train_decoder`` False the encoder and decoder run without gradients. A model with a mask refiner refines every
+    click's logits with the click maps and its own previous result, and learns on the last click (the earlier ones
+    only set up the situation, as in DeepGrow's and nnInteractive's click simulation).
     """
     size = image.shape[-1] // LOSS_STRIDE
     target = (F.avg_pool3d(target, LOSS_STRIDE) > 0.5).float()
     coarse = target[0, 0].numpy() > 0.5
-    embedding = model.encode(image)
-    losses: list[torch.Tensor] = []
+    with torch.set_grad_enabled(train_decoder and torch.is_grad_enabled()):
+        embedding = model.encode(image)
+    guide = MaskRefiner3D.guide(image) if model.mask_refiner is not None else None
+    decoder_losses: list[torch.Tensor] = []
     predictions: list[torch.Tensor] = []
     low_res: list[torch.Tensor] = []
+    refined: list[torch.Tensor] = []
+    refiner_inputs: list[tuple] = []
 
     def segment(clicks: list[Click]) -> np.ndarray:
-        points = np.stack([p for p, _ in clicks]) * LOSS_STRIDE + (LOSS_STRIDE - 1) / 2.0
-        foreground = sum(fg for _, fg in clicks)
+        points = torch.as_tensor(np.stack([p for p, _ in clicks]) * LOSS_STRIDE + (LOSS_STRIDE - 1) / 2.0,
+                                 dtype=torch.float32)[None]
+        labels = torch.as_tensor([int(fg) for _, fg in clicks])[None]
+        foreground = int(labels.sum())
         ambiguous = model.answers_with_three_masks(foreground, len(clicks) - foreground, bool(low_res))
-        logits, iou = model.decode(embedding, points=torch.as_tensor(points, dtype=torch.float32)[None],
-                                   labels=torch.as_tensor([int(fg) for _, fg in clicks])[None],
-                                   mask_logits=low_res[-1] if low_res else None, multimask_output=ambiguous)
-        upsampled = F.interpolate(logits, size=(size,) * 3, mode="trilinear", align_corners=False)
-        masks = (upsampled > 0).detach()
-        inter = (masks & (target > 0.5)).flatten(2).sum(-1).float()
-        union = (masks | (target > 0.5)).flatten(2).sum(-1).float().clamp(min=1)
-        # with three ambiguity masks only the one closest to the target learns (Segment Anything's minimum loss)
-        mask_losses = torch.stack([loss_fn(upsampled[:, i : i + 1], target) for i in range(logits.shape[1])])
-        best = int(mask_losses.argmin())
-        losses.append(mask_losses[best] + F.mse_loss(iou, inter / union))
+        with torch.set_grad_enabled(train_decoder and torch.is_grad_enabled()):
+            logits, iou = model.decode(embedding, points=points, labels=labels,
+                                       mask_logits=low_res[-1] if low_res else None, multimask_output=ambiguous)
+            upsampled = F.interpolate(logits, size=(size,) * 3, mode="trilinear", align_corners=False)
+            masks = (upsampled > 0).detach()
+            # with three ambiguity masks only the one closest to the target learns (Segment Anything's minimum loss)
+            mask_losses = torch.stack([loss_fn(upsampled[:, i : i + 1], target) for i in range(logits.shape[1])])
+            best = int(mask_losses.argmin())
+            if train_decoder:
+                inter = (masks & (target > 0.5)).flatten(2).sum(-1).float()
+                union = (masks | (target > 0.5)).flatten(2).sum(-1).float().clamp(min=1)
+                decoder_losses.append(mask_losses[best] + F.mse_loss(iou, inter / union))
         prediction = masks[:, best : best + 1]
-        predictions.append(prediction)
         low_res.append(logits[:, best : best + 1].detach())
+        if guide is not None:
+            refiner_inputs.append((low_res[-1], guide, points, labels, refined[-1] if refined else None))
+            with torch.no_grad():
+                refined.append(model.refine(*refiner_inputs[-1]))
+            prediction = refined[-1] > 0
+        predictions.append(prediction)
         return prediction[0, 0].numpy()
 
     first = random_foreground_voxel(coarse, rng) if rng.random() < random_first_click else None
     session = run_session(segment, coarse, num_clicks, first=first)
-    loss = torch.stack(losses).mean()
-    if model.mask_refiner is not None:
-        chosen = low_res[int(rng.integers(len(low_res)))]
-        loss = loss + loss_fn(model.refine(chosen, MaskRefiner3D.guide(image)), target)
-    return ClickOutcome(loss, session.dices[: len(losses)], predictions, target)
+    losses = [torch.stack(decoder_losses).mean()] if decoder_losses else []
+    if guide is not None:  # the refiner learns on the session's last click (a perfect mask ends it early)
+        losses.append(loss_fn(model.refine(*refiner_inputs[-1]), target))
+    return ClickOutcome(sum(losses), session.dices[: len(predictions)], predictions, target)

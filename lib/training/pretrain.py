@@ -95,12 +95,17 @@ def save_state(path: Path, model: Sam3D, optimizer: torch.optim.Optimizer, state
 
 def train(model: Sam3D, sampler: ObjectCropSampler, minutes: float, max_clicks: int, lr: float,
           rng: np.random.Generator, state_path: Path, resume: bool, encoder_lr_scale: float = 1.0,
-          save_minutes: float = 3.0) -> dict:
+          refiner_only: bool = False, save_minutes: float = 3.0) -> dict:
     """Train until the time budget is spent (warm-up, cosine decay over training time), saving the state every
     ``save_minutes`` so an interrupted run continues where it stopped. The image encoder learns at
-    ``encoder_lr_scale`` times ``lr`` (a warm-started encoder keeps its features while the decoder adapts)."""
-    encoder = [p for n, p in model.named_parameters() if n.startswith("image_encoder.")]
-    others = [p for n, p in model.named_parameters() if not n.startswith("image_encoder.")]
+    ``encoder_lr_scale`` times ``lr`` (a warm-started encoder keeps its features while the decoder adapts);
+    ``refiner_only`` trains the mask refiner alone, on a frozen encoder and decoder."""
+    if refiner_only:
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad_(name.startswith("mask_refiner."))
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    encoder = [p for n, p in trainable if n.startswith("image_encoder.")]
+    others = [p for n, p in trainable if not n.startswith("image_encoder.")]
     optimizer = torch.optim.AdamW([{"params": encoder, "scale": encoder_lr_scale}, {"params": others, "scale": 1.0}],
                                   lr=lr, weight_decay=0.01)
     state = TrainState(per_source={})
@@ -123,10 +128,11 @@ def train(model: Sam3D, sampler: ObjectCropSampler, minutes: float, max_clicks: 
         for group in optimizer.param_groups:
             group["lr"] = group["scale"] * lr * warmup * 0.5 * (1.0 + math.cos(math.pi * elapsed / budget))
         image, target, source = sampler(rng)
-        outcome = simulated_click_loss(model, image, target, int(rng.integers(1, max_clicks + 1)), loss_fn, rng)
+        outcome = simulated_click_loss(model, image, target, int(rng.integers(1, max_clicks + 1)), loss_fn, rng,
+                                       train_decoder=not refiner_only)
         optimizer.zero_grad(set_to_none=True)
         outcome.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_([p for _, p in trainable], 1.0)
         optimizer.step()
         recent[source].append((outcome.loss.item(), outcome.dices[0], outcome.dices[-1]))
         state.step += 1
@@ -144,13 +150,15 @@ def train(model: Sam3D, sampler: ObjectCropSampler, minutes: float, max_clicks: 
     return {"steps": state.step, "train_seconds": round(state.elapsed, 1), "recent_by_source": state.per_source}
 
 
-def initial_model(init: Path | None) -> tuple[Sam3D, str | None]:
-    """A new starter, or one starting from ``init``'s weights (parts ``init`` lacks, such as the mask refiner of
-    an older starter, keep their initialisation); with the file's sha256."""
-    model = build_sam3d("starter")
+def initial_model(init: Path | None, refiner: str = "edges") -> tuple[Sam3D, str | None]:
+    """A new starter, or one starting from ``init``'s weights (a mask refiner ``init`` lacks, or has in another
+    layout, keeps its initialisation); with the file's sha256."""
+    model = build_sam3d("starter", refiner=refiner)
     if init is None:
         return model, None
-    state = unwrap_state_dict(torch.load(init, map_location="cpu", weights_only=False))
+    own = model.state_dict()
+    state = {k: v for k, v in unwrap_state_dict(torch.load(init, map_location="cpu", weights_only=False)).items()
+             if not (k.startswith("mask_refiner.") and (k not in own or own[k].shape != v.shape))}
     missing, unexpected = model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
     if unexpected or any(not k.startswith("mask_refiner.") for k in missing):
         raise ValueError(f"{init} is not a starter checkpoint: missing {missing[:5]}, unexpected {unexpected[:5]}")
@@ -204,6 +212,10 @@ def main() -> None:
     parser.add_argument("--encoder-lr-scale", type=float, default=1.0, help="image encoder lr relative to --lr")
     parser.add_argument("--single-mask-first-click", action="store_true",
                         help="train the first click on the single mask output (default: best of three masks)")
+    parser.add_argument("--refiner", choices=("edges", "clicks"), default="edges",
+                        help="the mask refiner: edge-guided (edges) or also seeing the clicks and its last result")
+    parser.add_argument("--refiner-only", action="store_true",
+                        help="train only the mask refiner; the encoder and decoder stay as --init has them")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--evaluate-only", action="store_true", help="only (re)evaluate --out and update its record")
     args = parser.parse_args()
@@ -224,11 +236,11 @@ def main() -> None:
     wall = time.perf_counter()
     volumes = load_training_volumes(args.data, hold_out, args.head_fraction, rng)
     weights = parse_weights(args.sources)
-    model, init_sha = initial_model(args.init)
+    model, init_sha = initial_model(args.init, args.refiner)
     model.multimask_first_click = not args.single_mask_first_click
     sampler = ObjectCropSampler(volumes, model.img_size, weights)
     stats = train(model, sampler, args.minutes, args.max_clicks, args.lr, rng,
-                  args.out.with_suffix(".state.pt"), args.resume, args.encoder_lr_scale)
+                  args.out.with_suffix(".state.pt"), args.resume, args.encoder_lr_scale, args.refiner_only)
     record = {
         "command": command_line(args),
         "data": str(args.data),
