@@ -153,8 +153,6 @@ class InteractivePredictor:
             (volume.source, crop), lambda: MaskRefiner3D.guide(sample_crop(volume.image, crop)[None])
         )
         refined_prior = previous.output if previous is not None else previous_logits
-        if refined_prior is not None and refined_prior.shape[-3:] != guide.shape[-3:]:
-            refined_prior = F.interpolate(refined_prior, size=guide.shape[-3:], mode="trilinear", align_corners=False)
         device = embedding.device
         with torch.no_grad():
             refined = model.refine(logits.to(device), guide.to(device), points, labels,

@@ -42,8 +42,15 @@ class ClickRefiner3D(nn.Module):
     def forward(self, low_res_logits: torch.Tensor, guide: torch.Tensor, clicks: torch.Tensor,
                 previous: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 1, r, r, r) decoder logits, ``MaskRefiner3D.guide`` of the crop, its :func:`click_maps` and the
-        previous refined logits (None for a new object) -> (B, 1, S/2, S/2, S/2) refined logits."""
-        upsampled = F.interpolate(low_res_logits, size=guide.shape[-3:], mode="trilinear", align_corners=False)
-        prior = torch.zeros_like(upsampled) if previous is None else torch.tanh(previous / 4.0)
+        previous logits at any resolution (refined ones, or an uploaded mask's low-res ones; None for a new object)
+        -> (B, 1, S/2, S/2, S/2) refined logits."""
+        size = guide.shape[-3:]
+        upsampled = F.interpolate(low_res_logits, size=size, mode="trilinear", align_corners=False)
+        if previous is None:
+            prior = torch.zeros_like(upsampled)
+        else:
+            if previous.shape[-3:] != size:
+                previous = F.interpolate(previous, size=size, mode="trilinear", align_corners=False)
+            prior = torch.tanh(previous / 4.0)
         # logits can be large: bounded copies keep the convolutions in their trained range
         return self.unet(torch.cat([guide, torch.tanh(upsampled / 8.0), clicks, prior], dim=1))

@@ -181,16 +181,18 @@ def simulated_click_loss(model: Sam3D, image: torch.Tensor, target: torch.Tensor
         prediction = masks[:, best : best + 1]
         low_res.append(logits[:, best : best + 1].detach())
         if guide is not None:
-            refiner_inputs.append((low_res[-1], guide, points, labels, refined[-1] if refined else None))
-            with torch.no_grad():
+            refiner_inputs.append((low_res[-1], guide, points, labels, refined[-1].detach() if refined else None))
+            # gradients only through the click the refiner learns on: the session's last
+            with torch.set_grad_enabled(len(clicks) == num_clicks and torch.is_grad_enabled()):
                 refined.append(model.refine(*refiner_inputs[-1]))
-            prediction = refined[-1] > 0
+            prediction = refined[-1].detach() > 0
         predictions.append(prediction)
         return prediction[0, 0].numpy()
 
     first = random_foreground_voxel(coarse, rng) if rng.random() < random_first_click else None
     session = run_session(segment, coarse, num_clicks, first=first)
     losses = [torch.stack(decoder_losses).mean()] if decoder_losses else []
-    if guide is not None:  # the refiner learns on the session's last click (a perfect mask ends it early)
-        losses.append(loss_fn(model.refine(*refiner_inputs[-1]), target))
+    if guide is not None:  # the refiner learns on the session's last click (a perfect mask ends it early: rerun)
+        losses.append(loss_fn(refined[-1] if len(refined) == num_clicks else model.refine(*refiner_inputs[-1]),
+                              target))
     return ClickOutcome(sum(losses), session.dices[: len(predictions)], predictions, target)
