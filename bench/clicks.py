@@ -95,7 +95,8 @@ def main() -> None:
     native: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for image_path, kind, volume, target in labelled_objects(pairs, classes):
         image = image_path.name
-        runs = {"model": run_session(predictor_segmenter(predictor, volume), target, args.max_clicks, min_clicks, 0.9)}
+        runs = {"model": run_session(predictor_segmenter(predictor, volume, kind), target, args.max_clicks, min_clicks,
+                                     0.9)}
         if not args.no_baseline and reused is None:
             if image not in native:
                 native = {image: (np.asarray(LoadImage(image_only=True)(str(image_path))).squeeze(),

@@ -155,7 +155,8 @@ class Settings:
     spacing: float = setting(MODEL_SPACING_MM, "model voxel size in mm", minimum=1e-3)
     autozoom: bool | None = setting(
         None, "start new objects in a zoomed-in crop, zooming out while the mask reaches its faces: `auto` (on for "
-        "a starter with a mask refiner; off for official checkpoints and a starter without one), true, false",
+        "objects a starter's mask refiner serves; off for official checkpoints and the decoder's own classes), true, "
+        "false",
         parse_autozoom, shown="`auto`")
     volume_cache_mb: float = setting(1024.0, "memory for model-space volumes", minimum=0)
     embedding_cache_mb: float = setting(512.0, "memory for image embeddings", minimum=0)

@@ -91,3 +91,13 @@ def test_adapter_files_work_on_official_layouts(variant, tmp_path):
     store.registry().publish(trainable_state(model), metadata(variant))
     served, version = store.get()
     assert version.endswith("+adapters-v1") and hasattr(served.image_encoder, "adapters")
+
+
+def test_the_classes_adapters_learned_are_served_by_the_decoder_alone(starter_checkpoint, tmp_path):
+    registry = AdapterRegistry(tmp_path, file_sha256([starter_checkpoint]))
+    registry.publish(trained_adapters(starter_checkpoint), metadata() | {"classes": ["Lesion Core"]})
+    base = load_sam3d(starter_checkpoint)
+    assert base.refines("lesion_core")
+    adapted = apply_adapters(base, *registry.read(1), registry.base_sha256)
+    assert adapted.decoder_classes == {"lesion_core"}
+    assert not adapted.refines("lesion core") and adapted.refines("tumour")

@@ -59,6 +59,17 @@ def test_the_click_refiner_sees_the_clicks_and_its_kind_survives_saving(tmp_path
                       MaskRefiner3D)
 
 
+def test_the_decoder_serves_its_own_classes_and_the_refiner_everything_else(tmp_path):
+    model = build_sam3d("starter", refiner="clicks")
+    assert model.refines("white_matter") and model.refines(None)  # no decoder classes: the refiner serves all
+    model.decoder_classes = frozenset({"white_matter", "brain"})
+    loaded = load_sam3d(save_sam3d(model, tmp_path / "routed.pt"))
+    assert loaded.decoder_classes == {"white_matter", "brain"}
+    assert not loaded.refines("White Matter") and not loaded.refines(" white-matter ")
+    assert loaded.refines("lesion") and loaded.refines("") and loaded.refines(None)
+    assert not build_sam3d("starter", refiner="none").refines("lesion")  # nothing to refine with
+
+
 def test_a_starter_saved_before_the_refiner_loads_without_one():
     state = {k: v for k, v in build_sam3d("starter").state_dict().items() if not k.startswith("mask_refiner.")}
     model = load_sam3d({"model_state_dict": state, "variant": "starter"})
@@ -72,6 +83,9 @@ class BrightObjectModel:
     mask_refiner = None
 
     def answers_with_three_masks(self, foreground: int, background: int, has_mask_prompt: bool) -> bool:
+        return False
+
+    def refines(self, label: str | None) -> bool:
         return False
 
     def parameters(self):

@@ -109,8 +109,8 @@ class InteractivePredictor:
 
     def __init__(self, models: ModelStore, embedding_cache_bytes: int = 1 << 30, max_zoom: float = 3.0,
                  autozoom: bool | None = None):
-        """``autozoom`` None: on for models trained across zooms (those with a mask refiner, the starter), off for
-        the official layouts, which keep their 1.5 mm crops."""
+        """``autozoom`` None: on for objects a mask refiner serves (trained across zooms), off for the official
+        layouts, which keep their 1.5 mm crops, and for classes the decoder serves alone."""
         self.models = models
         self.embeddings = BoundedCache(embedding_cache_bytes)
         self.guides = BoundedCache(embedding_cache_bytes)
@@ -141,13 +141,14 @@ class InteractivePredictor:
 
     def predict(self, model: Sam3D, volume: ModelVolume, crop: Crop, embedding: torch.Tensor, foreground: np.ndarray,
                 background: np.ndarray, previous: CropLogits | None = None,
-                previous_logits: torch.Tensor | None = None) -> CropLogits:
-        """The decoder's logits in ``crop`` and, for a model with a mask refiner, their refinement with the clicks,
-        each fed its own previous output (``previous``, or ``previous_logits`` from an uploaded mask)."""
+                previous_logits: torch.Tensor | None = None, refine: bool = True) -> CropLogits:
+        """The decoder's logits in ``crop`` and, when ``refine`` and the model has a mask refiner, their refinement
+        with the clicks, each fed its own previous output (``previous``, or ``previous_logits`` from an uploaded
+        mask)."""
         points, labels = crop_prompts(crop, foreground, background, embedding.device)
         prior = previous.logits if previous is not None else previous_logits
         logits = self.decode(model, embedding, points, labels, prior)
-        if model.mask_refiner is None:
+        if not refine or model.mask_refiner is None:
             return CropLogits(crop, logits)
         guide, _ = self.guides.get_or_compute(
             (volume.source, crop), lambda: MaskRefiner3D.guide(sample_crop(volume.image, crop)[None])
@@ -159,11 +160,12 @@ class InteractivePredictor:
                                    None if refined_prior is None else refined_prior.to(device))
         return CropLogits(crop, logits, refined.cpu())
 
-    def uses_autozoom(self, model: Sam3D) -> bool:
-        return model.mask_refiner is not None if self.autozoom is None else self.autozoom
+    def uses_autozoom(self, refine: bool) -> bool:
+        """Auto-zoom for objects the refiner serves (trained across zooms), unless ``--conf autozoom`` says."""
+        return refine if self.autozoom is None else self.autozoom
 
     def zoomed_in(self, model: Sam3D, version: str, volume: ModelVolume, foreground: np.ndarray,
-                  background: np.ndarray) -> tuple[CropLogits, bool] | None:
+                  background: np.ndarray, refine: bool) -> tuple[CropLogits, bool] | None:
         """The first crop of :data:`ZOOM_LADDER` (centred on the foreground clicks, holding them) whose mask stays
         off every crop face: its prediction and whether its embedding was cached. None when the object outgrows
         all."""
@@ -173,7 +175,7 @@ class InteractivePredictor:
             if not crop.contains(foreground, margin=2.0):
                 continue
             embedding, hit = self.embedding(model, version, volume, crop)
-            prediction = self.predict(model, volume, crop, embedding, foreground, background)
+            prediction = self.predict(model, volume, crop, embedding, foreground, background, refine=refine)
             if not touches_open_border(prediction.output, crop, shape, any_face=True):
                 return prediction, hit
         return None
@@ -233,6 +235,7 @@ class InteractivePredictor:
         previous_fine_logits: torch.Tensor | None = None,
         anchor: np.ndarray | None = None,
         follow_border: bool = True,
+        label: str | None = None,
     ) -> Segmentation:
         """Predict the object marked by clicks (model-space voxel coordinates).
 
@@ -240,9 +243,11 @@ class InteractivePredictor:
         does between clicks. With auto-zoom, a new crop (first click, or a click outside the current crop) starts
         zoomed in and zooms out while the mask reaches its faces (:data:`ZOOM_LADDER`, then the model spacing);
         follow-up clicks inside that crop reuse its embedding. When the fine mask reaches an open crop face, a coarser
-        pass over the whole volume supplies the mask outside the fine crop.
+        pass over the whole volume supplies the mask outside the fine crop. ``label`` names the object: the mask
+        refiner serves it unless the decoder was trained on it (:meth:`Sam3D.refines`).
         """
         model, version = self.model()
+        refine = model.refines(label)
         if previous is not None and previous.model_version != version:
             previous = None
         previous_crop = previous.fine.crop if previous else None
@@ -251,14 +256,14 @@ class InteractivePredictor:
         shape = tuple(volume.image.shape[1:])
         zoomed = None
         if (fine != previous_crop and prior is None and previous_fine_logits is None and anchor is None
-                and self.uses_autozoom(model)):
-            zoomed = self.zoomed_in(model, version, volume, foreground, background)
+                and self.uses_autozoom(refine)):
+            zoomed = self.zoomed_in(model, version, volume, foreground, background, refine)
         if zoomed is not None:
             prediction, hit = zoomed
         else:
             embedding, hit = self.embedding(model, version, volume, fine)
             prediction = self.predict(model, volume, fine, embedding, foreground, background, prior,
-                                      previous_fine_logits if previous is None else None)
+                                      previous_fine_logits if previous is None else None, refine)
         fine, passes, hits = prediction.crop, [prediction], [hit]
         if follow_border and fine.zoom >= 1.0 and touches_open_border(prediction.output, fine, shape):
             coarse = self.coarse_crop(volume, fine)
@@ -266,7 +271,7 @@ class InteractivePredictor:
                 logger.info("Object reaches the crop border; adding a coarse pass at zoom %.1f", coarse.zoom)
                 coarse_embedding, coarse_hit = self.embedding(model, version, volume, coarse)
                 passes.insert(0, self.predict(model, volume, coarse, coarse_embedding, foreground, background,
-                                              previous.pass_at(coarse) if previous else None))
+                                              previous.pass_at(coarse) if previous else None, refine=refine))
                 hits.insert(0, coarse_hit)
         return Segmentation(passes=passes, model_version=version, embedding_hits=hits, clicks=(foreground, background))
 

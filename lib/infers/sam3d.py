@@ -30,7 +30,8 @@ class Sam3DInfer(ModelSpaceInferTask):
     Request parameters (as 3D Slicer and OHIF send them):
 
     - ``foreground`` / ``background``: ``[[i, j, k], ...]`` voxel indices of the stored image;
-    - ``label``: name of the object being segmented (clicks on the same image and label refine one object);
+    - ``label``: name of the object being segmented (clicks on the same image and label refine one object; a class
+      the decoder was trained on is served by it alone, anything else by the class-agnostic mask refiner);
     - ``roi`` (optional): ``[[i0, i1], [j0, j1], [k0, k1]]``, centres the crop and bounds the result;
     - an uploaded label file (optional, with the object name in ``label_name``): previous mask to refine.
 
@@ -70,7 +71,8 @@ class Sam3DInfer(ModelSpaceInferTask):
         else:
             anchor = None
 
-        object_key = (volume.source, str(data.get("label_name") or data.get("label") or ""), data.get("client_id"))
+        name = str(data.get("label_name") or ("" if previous_mask is not None else data.get("label")) or "")
+        object_key = (volume.source, name, data.get("client_id"))
         previous = None if previous_mask is not None else self.sessions.previous(object_key, foreground, background)
         previous_fine_logits = None
         if previous_mask is not None:
@@ -80,7 +82,8 @@ class Sam3DInfer(ModelSpaceInferTask):
 
         start = time.perf_counter()
         segmentation = self.predictor.segment(
-            volume, fg_vol, bg_vol, previous=previous, previous_fine_logits=previous_fine_logits, anchor=anchor
+            volume, fg_vol, bg_vol, previous=previous, previous_fine_logits=previous_fine_logits, anchor=anchor,
+            label=name,
         )
         model_ms = (time.perf_counter() - start) * 1000
         self.sessions.store(object_key, foreground, background, segmentation)
@@ -97,6 +100,7 @@ class Sam3DInfer(ModelSpaceInferTask):
             "model_version": segmentation.model_version,
             "embedding_cached": segmentation.embedding_hits,
             "crops": [{"origin": list(p.crop.origin), "zoom": p.crop.zoom} for p in segmentation.passes],
+            "refined": segmentation.fine.refined is not None,  # served by the mask refiner, not the decoder alone
             "model_ms": round(model_ms, 1),
             "voxels": int(mask.sum()),
         }

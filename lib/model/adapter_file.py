@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from lib.model.adapters import add_adapters
-from lib.model.sam3d import Sam3D
+from lib.model.sam3d import Sam3D, class_key
 
 FORMAT = "seg3d-adapters-1"
 
@@ -49,7 +49,8 @@ def read_adapter_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
 
 
 def apply_adapters(model: Sam3D, state: dict[str, torch.Tensor], metadata: dict[str, Any], base_sha256: str) -> Sam3D:
-    """Load adapter tensors into ``model`` (adding adapters first); refuses files made for another base."""
+    """Load adapter tensors into ``model`` (adding adapters first) and add their classes to the ones its decoder
+    serves alone; refuses files made for another base."""
     if metadata.get("base_sha256") != base_sha256:
         raise ValueError(
             f"adapter version {metadata.get('version')} was trained on base {str(metadata.get('base_sha256'))[:12]} "
@@ -64,4 +65,6 @@ def apply_adapters(model: Sam3D, state: dict[str, torch.Tensor], metadata: dict[
     if unknown:
         raise ValueError(f"adapter tensors do not fit the model: {unknown[:5]}")
     model.load_state_dict(state, strict=False)
+    # the adapters taught the decoder these classes: it serves them on its own from now on
+    model.decoder_classes |= {class_key(name) for name in metadata.get("classes", ())}
     return model

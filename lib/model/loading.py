@@ -8,13 +8,14 @@ from typing import Any
 
 import torch
 
-from lib.model.sam3d import VARIANTS, Sam3D, build_sam3d
+from lib.model.sam3d import VARIANTS, Sam3D, build_sam3d, class_key
 
 ENCODER_PREFIX = "image_encoder."
 StateSource = str | os.PathLike | dict
 
 
 MULTIMASK_KEY = "multimask_first_click"
+DECODER_CLASSES_KEY = "decoder_classes"
 
 
 def _read(source: StateSource) -> dict[str, Any]:
@@ -85,6 +86,7 @@ def load_sam3d(checkpoint: StateSource, encoder_checkpoint: StateSource | None =
     model = build_sam3d(variant if isinstance(variant, str) else detect_variant(state), refiner=refiner)
     # only checkpoints trained with ambiguity-aware first clicks say so; every other layout uses the single mask
     model.multimask_first_click = bool(raw.get(MULTIMASK_KEY, False))
+    model.decoder_classes = frozenset(class_key(name) for name in raw.get(DECODER_CLASSES_KEY, ()))
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
@@ -100,6 +102,6 @@ def save_sam3d(model: Sam3D, path: str | os.PathLike, half: bool = False, **meta
              for k, v in model.state_dict().items()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model_state_dict": state, "variant": model.variant,
-                MULTIMASK_KEY: model.multimask_first_click, **metadata}, path)
+    torch.save({"model_state_dict": state, "variant": model.variant, MULTIMASK_KEY: model.multimask_first_click,
+                DECODER_CLASSES_KEY: sorted(model.decoder_classes), **metadata}, path)
     return path

@@ -37,6 +37,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
 REFINERS = {"none": lambda: None, "edges": MaskRefiner3D, "clicks": ClickRefiner3D}
 
 IMG_SIZE = 128
+
+
+def class_key(name: str | None) -> str:
+    """An object name as :attr:`Sam3D.decoder_classes` holds it: ``"White Matter"`` -> ``"white_matter"``."""
+    return "_".join((name or "").strip().lower().replace("-", " ").split())
 PATCH_SIZE = 16
 
 
@@ -68,6 +73,14 @@ class Sam3D(nn.Module):
         # a single positive click is ambiguous (a part, the structure, the organ): models trained for it answer the
         # first click with the best of the decoder's three masks by predicted IoU, as Segment Anything does
         self.multimask_first_click = False
+        # objects the decoder was trained to segment on its own (pretraining targets of a refiner trained on the
+        # frozen decoder, classes of published adapters): served without the refiner, as VISTA3D serves its
+        # supported classes apart from zero-shot clicks
+        self.decoder_classes: frozenset[str] = frozenset()
+
+    def refines(self, label: str | None) -> bool:
+        """Whether the mask refiner serves the object named ``label``: yes unless the decoder was trained on it."""
+        return self.mask_refiner is not None and class_key(label) not in self.decoder_classes
 
     def answers_with_three_masks(self, foreground: int, background: int, has_mask_prompt: bool) -> bool:
         """Whether these prompts get the three ambiguity masks: one positive click alone, for a model trained so."""

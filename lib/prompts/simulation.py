@@ -107,9 +107,9 @@ def clicks_to_reach(dices: list[float], threshold: float, cap: int) -> int:
     return next((n for n, d in enumerate(dices[:cap], start=1) if d >= threshold), cap)
 
 
-def predictor_segmenter(predictor: InteractivePredictor, volume: ModelVolume) -> Segmenter:
-    """Clicks on the stored image's grid -> the serving predictor's mask there, feeding each prediction back as the
-    next one's mask prompt (as Slicer's follow-up clicks do)."""
+def predictor_segmenter(predictor: InteractivePredictor, volume: ModelVolume, label: str | None = None) -> Segmenter:
+    """Clicks on the stored image's grid -> the serving predictor's mask there for the object named ``label``,
+    feeding each prediction back as the next one's mask prompt (as Slicer's follow-up clicks do)."""
     orig_to_vol = original_to_volume(volume.original_affine, volume.affine)
     state = {"previous": None}
 
@@ -117,7 +117,8 @@ def predictor_segmenter(predictor: InteractivePredictor, volume: ModelVolume) ->
         foreground = np.asarray([p for p, fg in clicks if fg], dtype=np.float64).reshape(-1, 3)
         background = np.asarray([p for p, fg in clicks if not fg], dtype=np.float64).reshape(-1, 3)
         state["previous"] = predictor.segment(volume, apply_affine(orig_to_vol, foreground),
-                                              apply_affine(orig_to_vol, background), previous=state["previous"])
+                                              apply_affine(orig_to_vol, background), previous=state["previous"],
+                                              label=label)
         return predictor.to_original_mask(volume, state["previous"]).numpy()
 
     return segment
@@ -135,7 +136,7 @@ class ClickOutcome:
 
 def simulated_click_loss(model: Sam3D, image: torch.Tensor, target: torch.Tensor, num_clicks: int, loss_fn: DiceCELoss,
                          rng: np.random.Generator, random_first_click: float = 0.5,
-                         train_decoder: bool = True) -> ClickOutcome:
+                         train_decoder: bool = True, refine: bool = True) -> ClickOutcome:
     """The click session on one training crop, through the network, as the predictor runs it.
 
     ``image`` (1, 1, S, S, S) and binary ``target`` (1, 1, S, S, S). The session runs on the half-resolution grid
@@ -144,16 +145,16 @@ def simulated_click_loss(model: Sam3D, image: torch.Tensor, target: torch.Tensor
     result. The encoder runs once; the mask decoder once per click with its previous low-res logits (detached) as
     mask prompt; a model with ``multimask_first_click`` answers the first click with three masks, of which the
     closest to the target learns and is fed back, and the IoU head learns the achieved IoU (MSE). With
-    ``train_decoder`` False the encoder and decoder run without gradients. A model with a mask refiner refines every
-    click's logits with the click maps and its own previous result, and learns on the last click (the earlier ones
-    only set up the situation, as in DeepGrow's and nnInteractive's click simulation).
+    ``train_decoder`` False the encoder and decoder run without gradients. With ``refine``, a model with a mask
+    refiner refines every click's logits with the click maps and its own previous result, and learns on the last
+    click (the earlier ones only set up the situation, as in DeepGrow's and nnInteractive's click simulation).
     """
     size = image.shape[-1] // LOSS_STRIDE
     target = (F.avg_pool3d(target, LOSS_STRIDE) > 0.5).float()
     coarse = target[0, 0].numpy() > 0.5
     with torch.set_grad_enabled(train_decoder and torch.is_grad_enabled()):
         embedding = model.encode(image)
-    guide = MaskRefiner3D.guide(image) if model.mask_refiner is not None else None
+    guide = MaskRefiner3D.guide(image) if refine and model.mask_refiner is not None else None
     decoder_losses: list[torch.Tensor] = []
     predictions: list[torch.Tensor] = []
     low_res: list[torch.Tensor] = []

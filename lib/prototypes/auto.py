@@ -117,7 +117,7 @@ def class_logits(
             continue
         foreground = np.concatenate([prompts.foreground if prompts else none, extra_fg])
         negatives = np.concatenate([prompts.background if prompts else none, extra_bg])
-        segmentation = predictor.segment(volume, foreground, negatives)
+        segmentation = predictor.segment(volume, foreground, negatives, label=name)
         yield name, predictor.to_original_logits(volume, segmentation), {
             "positive_prompts": len(foreground),
             "negative_prompts": len(negatives),

@@ -31,7 +31,9 @@ class ClickTrainingModule(nn.Module):
 
     def forward(self, image: torch.Tensor, target: torch.Tensor, num_clicks: int,
                 random_first_click: float = 0.5) -> ClickOutcome:
-        return simulated_click_loss(self.sam, image, target, num_clicks, self.loss_fn, self.rng, random_first_click)
+        # the classes adapters learn join the ones the decoder serves alone (``apply_adapters``): no refiner here
+        return simulated_click_loss(self.sam, image, target, num_clicks, self.loss_fn, self.rng, random_first_click,
+                                    refine=False)
 
     def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
         return trainable_state(self.sam)

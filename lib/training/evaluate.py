@@ -46,7 +46,7 @@ def click_trials(predictor: InteractivePredictor, pairs: list[tuple[Path, Path]]
     """A simulated click session through ``predictor`` for every class present in every (image, label) pair (see
     :func:`lib.prompts.simulation.run_session` for ``min_clicks`` and ``stop_dice``)."""
     for image, name, volume, target in labelled_objects(pairs, classes):
-        session = run_session(predictor_segmenter(predictor, volume), target, num_clicks,
+        session = run_session(predictor_segmenter(predictor, volume, name), target, num_clicks,
                               num_clicks if min_clicks is None else min_clicks, stop_dice)
         yield ClickTrial(image.name, name, volume, target, session.dices, session.clicks, session.seconds)
 

@@ -215,7 +215,8 @@ def main() -> None:
     parser.add_argument("--refiner", choices=("edges", "clicks"), default="edges",
                         help="the mask refiner: edge-guided (edges) or also seeing the clicks and its last result")
     parser.add_argument("--refiner-only", action="store_true",
-                        help="train only the mask refiner; the encoder and decoder stay as --init has them")
+                        help="train only the mask refiner; the encoder and decoder stay as --init has them and keep "
+                             "serving the anatomy targets on their own (the checkpoint's decoder_classes)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--evaluate-only", action="store_true", help="only (re)evaluate --out and update its record")
     args = parser.parse_args()
@@ -238,6 +239,9 @@ def main() -> None:
     weights = parse_weights(args.sources)
     model, init_sha = initial_model(args.init, args.refiner)
     model.multimask_first_click = not args.single_mask_first_click
+    targets = sorted({name for volume in volumes for name in volume.anatomy})
+    if args.refiner_only:  # the frozen decoder keeps serving what it was trained on; the refiner serves the rest
+        model.decoder_classes = frozenset(targets)
     sampler = ObjectCropSampler(volumes, model.img_size, weights)
     stats = train(model, sampler, args.minutes, args.max_clicks, args.lr, rng,
                   args.out.with_suffix(".state.pt"), args.resume, args.encoder_lr_scale, args.refiner_only)
@@ -247,7 +251,8 @@ def main() -> None:
         "training_volumes": len(volumes),
         "volumes_with_head_tissue": sum(v.name.endswith("+head") for v in volumes),
         "object_sources": weights,
-        "anatomy_targets": sorted({name for volume in volumes for name in volume.anatomy}),
+        "anatomy_targets": targets,
+        "decoder_classes": sorted(model.decoder_classes),
         "excluded": {"anatomy_classes": sorted(hold_out), "volumes": [str(f) for f in args.eval_data]},
         "initialised_from": {"path": str(args.init), "sha256": init_sha} if args.init else None,
         "seed": args.seed,
