@@ -54,10 +54,10 @@ def model_times(conf: dict[str, str], repeats: int) -> dict[str, float]:
             "parameters": sum(p.numel() for p in model.parameters())}
 
 
-def click_plan(pairs, classes, count: int, label: str | None = None
+def click_plan(pairs, classes, count: int, object_name: str | None = None
                ) -> list[tuple[str, str, list[int], list[int], list[int]]]:
     """(image id, label name, first click, second click, far click) from the stored labels, one object per image;
-    ``label`` replaces the stored class's name in the requests.
+    ``object_name`` replaces the stored class's name in the requests.
 
     The far click is the labelled voxel farthest from the first click: a second object whose crop is not cached yet,
     so its round trip includes the encoder on an already loaded image.
@@ -72,7 +72,7 @@ def click_plan(pairs, classes, count: int, label: str | None = None
         labelled = np.argwhere(label > 0)
         far = labelled[np.argmax(np.linalg.norm(labelled - first, axis=1))]
         image_id = image_path.name.split(".")[0]
-        plan.append((image_id, label or name, first.tolist(), second.tolist(), far.tolist()))
+        plan.append((image_id, object_name or name, first.tolist(), second.tolist(), far.tolist()))
     return plan
 
 
