@@ -37,12 +37,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
 REFINERS = {"none": lambda: None, "edges": MaskRefiner3D, "clicks": ClickRefiner3D}
 
 IMG_SIZE = 128
+PATCH_SIZE = 16
 
 
 def class_key(name: str | None) -> str:
     """An object name as :attr:`Sam3D.decoder_classes` holds it: ``"White Matter"`` -> ``"white_matter"``."""
     return "_".join((name or "").strip().lower().replace("-", " ").split())
-PATCH_SIZE = 16
 
 
 class Sam3D(nn.Module):
