@@ -8,6 +8,13 @@ Each click goes to the most interior voxel of the largest error region of the me
 after 1 / 3 / 5 / 10 clicks, NoC@80 / 85 / 90 (clicks until Dice reaches 0.80 / 0.85 / 0.90, capped at 20) and
 seconds per click. Sessions run to 10 clicks and on until Dice 0.90 or 20 clicks. ``--baseline-from`` reuses the
 random-walker table of an earlier run on the same studies (its sessions do not depend on the checkpoint).
+
+``--protocols clicks,box,scribbles`` adds prompt protocols through the infer tasks' own code. Box (table
+``model_box``): the first interaction is the object's bounding box grown by ``BOX_MARGIN_VOXELS`` (as an annotator
+draws Slicer's ROI); each later one is a click, sent with the box. Scribbles (``model_scribbles``): each interaction
+is one stroke, the medial axis of the largest error region on the slice through the next click
+(:func:`lib.prompts.simulation.next_scribble`), sent with every earlier stroke and the current result as the label
+to refine, as Slicer's scribbles section sends them.
 """
 
 from __future__ import annotations
@@ -23,10 +30,23 @@ from bench.common import emit, machine, parser, studies_with_classes
 from bench.random_walker import MARGIN_MM, random_walker_segmenter
 from lib.engine.model_store import ModelStore
 from lib.engine.predictor import InteractivePredictor
-from lib.prompts.simulation import ClickSession, clicks_to_reach, predictor_segmenter, run_session
+from lib.infers.sam3d import Sam3DInfer
+from lib.prompts.scribbles import Scribbles, scribble_prompt
+from lib.prompts.simulation import (
+    Click,
+    ClickSession,
+    Segmenter,
+    clicks_to_reach,
+    next_scribble,
+    predictor_segmenter,
+    run_session,
+)
+from lib.settings import MODEL_SPACING_MM
 from lib.training.evaluate import labelled_objects
+from lib.transforms.preprocess import ModelVolume, VolumeCache
 
 REPORTED_CLICKS = (1, 3, 5, 10)
+BOX_MARGIN_VOXELS = 2
 NOC_THRESHOLDS = (0.80, 0.85, 0.90)
 MAX_CLICKS = 20
 
@@ -69,6 +89,70 @@ def checks(model: dict[str, dict], baseline: dict[str, dict]) -> dict[str, objec
     }
 
 
+def prompt_checks(tables: dict[str, dict]) -> dict[str, object]:
+    """The prompts issue's targets: the box and two clicks against five clicks, and scribbles' NoC@85 against
+    clicks', per kind and on the mean (for the protocols that ran)."""
+    clicks, out = tables["model"], {}
+    kinds = [k for k in clicks if k != "mean"]
+    if "model_box" in tables:
+        box = tables["model_box"]
+        out.update({
+            "mean_dice_box_alone": box["mean"]["dice"].get("1"),
+            "mean_dice_box_plus_2_clicks": box["mean"]["dice"].get("3"),
+            "mean_dice_5_clicks": clicks["mean"]["dice"].get("5"),
+            "kinds_where_box_plus_2_clicks_is_below_5_clicks": [
+                k for k in kinds if box[k]["dice"].get("3", 1) < clicks[k]["dice"].get("5", 0)],
+        })
+    if "model_scribbles" in tables:
+        scribbles = tables["model_scribbles"]
+        out.update({
+            "mean_noc85_scribbles": scribbles["mean"]["noc"]["85"],
+            "mean_noc85_clicks": clicks["mean"]["noc"]["85"],
+            "kinds_where_scribbles_need_more_interactions_for_85": [
+                k for k in kinds if scribbles[k]["noc"]["85"] > clicks[k]["noc"]["85"]],
+        })
+    return out
+
+
+def box_segmenter(task: Sam3DInfer, volume: ModelVolume, name: str, target: np.ndarray
+                  ) -> tuple[Segmenter, np.ndarray]:
+    """The box protocol's segmenter and its first click: that click stands for the box (its centre click, which
+    the box prompt derives); every request sends the box and the clicks after it."""
+    nonzero = np.argwhere(target)
+    box = np.stack([nonzero.min(0) - BOX_MARGIN_VOXELS, nonzero.max(0) + BOX_MARGIN_VOXELS], axis=1).tolist()
+    client = f"box-{name}-{id(target)}"
+
+    def segment(clicks: list[Click]) -> np.ndarray:
+        later = clicks[1:]
+        foreground = np.asarray([p for p, fg in later if fg], dtype=np.float64).reshape(-1, 3)
+        background = np.asarray([p for p, fg in later if not fg], dtype=np.float64).reshape(-1, 3)
+        regions, crop_box = task.region_prompts({"box": box}, target.shape)
+        mask, _ = task.segment_prompts(volume, foreground, background, regions, None, name, crop_box, client)
+        return mask.numpy().astype(bool)
+
+    return segment, np.round(np.mean(box, axis=1)).astype(np.int64)
+
+
+def scribble_segmenter(task: Sam3DInfer, volume: ModelVolume, name: str, target: np.ndarray) -> Segmenter:
+    """The scribbles protocol's segmenter: each interaction paints :func:`next_scribble` (through the click the
+    session just placed) and sends every stroke so far with the current result as the label to refine, as
+    Slicer's scribbles section does."""
+    state = {"current": np.zeros(target.shape, dtype=bool)}
+    strokes = {True: np.zeros(target.shape, dtype=bool), False: np.zeros(target.shape, dtype=bool)}
+
+    def segment(clicks: list[Click]) -> np.ndarray:
+        stroke, is_foreground = next_scribble(state["current"], target)
+        strokes[is_foreground] |= stroke
+        current = state["current"] if state["current"].any() else None
+        region = scribble_prompt(Scribbles(strokes[True].copy(), strokes[False].copy(), current))
+        prior = None if region.prior is None else torch.from_numpy(region.prior)
+        mask, _ = task.segment_prompts(volume, np.zeros((0, 3)), np.zeros((0, 3)), [region], prior, name, None)
+        state["current"] = mask.numpy().astype(bool)
+        return state["current"]
+
+    return segment
+
+
 def reused_baseline(path: Path, data: Path, volumes: int) -> dict[str, dict]:
     """The random-walker table of an earlier ``bench.clicks`` run on the same studies folder."""
     earlier = json.loads(path.read_text())
@@ -82,6 +166,8 @@ def main() -> None:
     p.add_argument("--encoder-checkpoint", default=None)
     p.add_argument("--max-clicks", type=int, default=MAX_CLICKS)
     p.add_argument("--no-baseline", action="store_true", help="only the model")
+    p.add_argument("--protocols", default="clicks",
+                   help="comma list of clicks, box (box first, then clicks), scribbles (a stroke per interaction)")
     p.add_argument("--baseline-from", type=Path, default=None,
                    help="reuse the random-walker table of an earlier run's JSON on the same --data (the baseline's "
                         "sessions do not depend on the checkpoint) instead of running it again")
@@ -89,14 +175,25 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     pairs, classes = studies_with_classes(args.data)
     reused = reused_baseline(args.baseline_from, args.data, len(pairs)) if args.baseline_from else None
+    protocols = args.protocols.split(",")
     predictor = InteractivePredictor(ModelStore(args.checkpoint, args.encoder_checkpoint))
+    task = Sam3DInfer(predictor, VolumeCache(MODEL_SPACING_MM, 1 << 30), {n: i for i, n in classes.items()})
     min_clicks = min(max(REPORTED_CLICKS), args.max_clicks)
-    sessions: dict[str, dict[str, list[ClickSession]]] = {"model": {}, "random_walker": {}}
+    sessions: dict[str, dict[str, list[ClickSession]]] = {
+        "model": {}, "model_box": {}, "model_scribbles": {}, "random_walker": {}}
     native: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for image_path, kind, volume, target in labelled_objects(pairs, classes):
         image = image_path.name
-        runs = {"model": run_session(predictor_segmenter(predictor, volume, kind), target, args.max_clicks, min_clicks,
-                                     0.9)}
+        runs = {}
+        if "clicks" in protocols:
+            runs["model"] = run_session(predictor_segmenter(predictor, volume, kind), target, args.max_clicks,
+                                        min_clicks, 0.9)
+        if "box" in protocols:
+            segment, centre = box_segmenter(task, volume, kind, target)
+            runs["model_box"] = run_session(segment, target, args.max_clicks, min_clicks, 0.9, first=centre)
+        if "scribbles" in protocols:
+            runs["model_scribbles"] = run_session(scribble_segmenter(task, volume, kind, target), target,
+                                                  args.max_clicks, min_clicks, 0.9)
         if not args.no_baseline and reused is None:
             if image not in native:
                 native = {image: (np.asarray(LoadImage(image_only=True)(str(image_path))).squeeze(),
@@ -122,7 +219,10 @@ def main() -> None:
                     f"bounding box grown by {MARGIN_MM:g} mm",
         **({"baseline_from": str(args.baseline_from)} if reused is not None else {}),
         **tables,
-        **({"checks": checks(tables["model"], tables["random_walker"])} if "random_walker" in tables else {}),
+        **({"checks": checks(tables["model"], tables["random_walker"])}
+           if "random_walker" in tables and "model" in tables else {}),
+        **({"prompt_checks": prompt_checks(tables)}
+           if "model" in tables and ("model_box" in tables or "model_scribbles" in tables) else {}),
         "machine": machine(),
     }, args.out)
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from lib.errors import InvalidRequest
-from lib.prompts.clicks import check_inside, parse_points, parse_roi
+from lib.prompts.clicks import check_inside, parse_points
 from lib.prompts.simulation import next_click
 
 
@@ -30,13 +30,6 @@ def test_points_outside_the_image_are_refused():
         check_inside(np.array([[10, 0, 0]]), (10, 20, 30), "foreground")
     with pytest.raises(InvalidRequest):
         check_inside(np.array([[-3, 0, 0]]), (10, 20, 30), "background")
-
-
-def test_parse_roi_orders_and_clips():
-    roi = parse_roi([[5, 2], [0, 100], [3, 4]], (10, 20, 30))
-    assert roi.tolist() == [[2, 5], [0, 19], [3, 4]]
-    with pytest.raises(InvalidRequest):
-        parse_roi([[50, 60], [0, 1], [0, 1]], (10, 20, 30))
 
 
 def test_next_click_targets_the_interior_of_the_largest_error():

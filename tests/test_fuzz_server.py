@@ -3,9 +3,12 @@ the server keeps serving, and nothing is read or written outside the studies fol
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
@@ -22,13 +25,14 @@ json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12),
 json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4)
                            | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=12)
 points = st.lists(st.lists(st.integers(-50, 400), min_size=0, max_size=4), max_size=3)
-infer_keys = ("foreground", "background", "label", "roi", "result_extension", "result_dtype", "restore_label_idx",
-              "label_info", "classes", "threshold", "uncertainty", "label_name", "image", "client_id")
+infer_keys = ("foreground", "background", "label", "roi", "box", "lasso", "result_extension", "result_dtype",
+              "restore_label_idx", "label_info", "selected_label_name", "classes", "threshold", "uncertainty",
+              "label_name", "image", "client_id")
 infer_params = st.dictionaries(st.sampled_from(infer_keys), st.one_of(points, json_values), max_size=6)
 image_ids = st.one_of(st.sampled_from([*IMAGES, "missing", "../subj_005", "/etc/passwd", "labels/final/x", ""]),
                       st.text(max_size=30))
 form_json = st.one_of(json_values.map(json.dumps), st.text(max_size=20))  # JSON of any type, or not JSON
-models = st.sampled_from(["sam3d", "protosam3d", "nope"])
+models = st.sampled_from(["sam3d", "sam3d_scribbles", "protosam3d", "nope"])
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +71,33 @@ def test_infer_parameters(server, studies):
     run()
     assert requests.get(f"{server.url}/info/", timeout=30).status_code == 200
     assert [p.name for p in studies.parent.iterdir()] == ["studies"]  # nothing written beside the studies folder
+
+
+def scribble_uploads(studies: Path) -> list[bytes]:
+    """Label volumes a scribbles request may upload: strokes on the image's grid, none, another grid, not an image."""
+    image = nib.load(studies / f"{IMAGES[0]}.nii.gz")
+    strokes = np.zeros(image.shape, dtype=np.uint8)
+    strokes[60:70, 60, 50], strokes[80:90, 60, 50] = 3, 2  # Slicer's default foreground / background indices
+    uploads = []
+    for array in (strokes, np.zeros(image.shape, dtype=np.uint8), strokes[:-3]):
+        buffer = io.BytesIO()
+        nib.Nifti1Image(array, image.affine).to_stream(buffer)  # uncompressed NIfTI
+        uploads.append(buffer.getvalue())
+    return [*uploads, b"", b"not an image"]
+
+
+def test_scribbles_parameters_with_uploads(server, studies):
+    @FUZZ
+    @given(payload=st.sampled_from(scribble_uploads(studies)),
+           params=st.one_of(infer_params.map(json.dumps), form_json))
+    def run(payload, params):
+        response = requests.post(f"{server.url}/infer/sam3d_scribbles", params={"image": IMAGES[0]},
+                                 files={"label": ("label.nii", payload)}, data={"params": params}, timeout=120)
+        assert_answered(response)
+
+    run()
+    assert requests.get(f"{server.url}/info/", timeout=30).status_code == 200
+    assert [p.name for p in studies.parent.iterdir()] == ["studies"]
 
 
 def test_datastore_parameters(server, studies):

@@ -5,7 +5,8 @@ import logging
 import numpy as np
 import torch
 
-from lib.prototypes.auto import class_probabilities, spread_points
+from lib.prompts.regions import spread_points
+from lib.prototypes.auto import class_probabilities
 from lib.prototypes.bank import ImageEntry, PrototypeBank, kmeans
 from lib.prototypes.features import cover_crops
 

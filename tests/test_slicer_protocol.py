@@ -79,6 +79,7 @@ def test_slicer_session_click_save_train_click_again(server, studies, tmp_path):
     info = client(server.url).info()
     assert list(info["strategies"])[0] == "uncertainty"
     assert info["models"]["sam3d"]["type"] == "deepgrow" and info["models"]["protosam3d"]["type"] == "segmentation"
+    assert info["models"]["sam3d_scribbles"]["type"] == "scribbles"  # shows the module's scribbles section
     assert list(info["labels"]) == [item["name"] for item in LABEL_INFO]
     assert slicer_config(info, "train", "sam3d")["max_epochs"] == QUICK_TRAINING["max_epochs"]
 

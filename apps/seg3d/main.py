@@ -132,7 +132,7 @@ class Seg3DApp(MONAILabelApp):
         return super().next_sample(request)
 
     def init_infers(self) -> dict[str, InferTask]:
-        return {"sam3d": self.sam3d_config.infer(), "protosam3d": self.protosam3d_config.infer()}
+        return {**self.sam3d_config.infer(), "protosam3d": self.protosam3d_config.infer()}
 
     def init_trainers(self) -> dict[str, TrainTask]:
         return {"sam3d": self.sam3d_config.trainer()}

@@ -17,6 +17,7 @@ from lib.model.mask_refiner import MaskRefiner3D
 from lib.prompts.geometry import (
     Crop,
     apply_affine,
+    mask_to_crop_logits,
     original_to_volume,
     paste_crop_mask,
     place_crop,
@@ -28,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 REUSE_MARGIN = 32.0  # voxels between a click and the faces of a cached crop it may reuse (its central half)
 CLICK_LOGIT = 4.0  # the least confidence a click imposes on the output logits around it
+BOX_MARGIN = 1.25  # a box prompt's crop spans its largest side this many times
 
 
 @dataclass(frozen=True)
@@ -201,10 +203,10 @@ class InteractivePredictor:
         return logits.cpu()
 
     def fine_crop(self, volume: ModelVolume, foreground: np.ndarray, anchor: np.ndarray | None,
-                  previous_crop: Crop | None) -> Crop:
+                  previous_crop: Crop | None, zoom: float = 1.0) -> Crop:
         """Keep the previous crop while every foreground click stays well inside it; otherwise reuse a crop whose
         embedding is already cached (for example from ``protosam3d``) if it holds the clicks well inside, or centre
-        a new one on ``anchor`` (an ROI centre) if given, else on the foreground clicks."""
+        a new one (at ``zoom``) on ``anchor`` (a box centre) if given, else on the foreground clicks."""
         model, version = self.model()
         if previous_crop is not None and previous_crop.zoom <= 1.0 and previous_crop.contains(
                 foreground, margin=4.0 * previous_crop.zoom):
@@ -215,7 +217,13 @@ class InteractivePredictor:
         if cached and anchor is None:
             return min(cached, key=lambda crop: float(np.linalg.norm(
                 np.asarray(crop.origin) + (crop.size - 1) / 2.0 - center)))
-        return place_crop(center, tuple(volume.image.shape[1:]), size=model.img_size)
+        return place_crop(center, tuple(volume.image.shape[1:]), size=model.img_size, zoom=zoom)
+
+    @staticmethod
+    def box_zoom(model: Sam3D, extent: np.ndarray) -> float:
+        """The finest zoom of :data:`ZOOM_LADDER` (else the model spacing) whose crop spans a box of ``extent``
+        model voxels with :data:`BOX_MARGIN` to spare."""
+        return next((z for z in ZOOM_LADDER if model.img_size * z >= BOX_MARGIN * float(np.max(extent))), 1.0)
 
     def coarse_crop(self, volume: ModelVolume, fine: Crop) -> Crop | None:
         """A zoomed-out crop covering the whole volume (up to ``max_zoom``), or None if the fine crop already does."""
@@ -232,10 +240,11 @@ class InteractivePredictor:
         foreground: np.ndarray,
         background: np.ndarray,
         previous: Segmentation | None = None,
-        previous_fine_logits: torch.Tensor | None = None,
+        previous_mask: torch.Tensor | None = None,
         anchor: np.ndarray | None = None,
         follow_border: bool = True,
         label: str | None = None,
+        box_extent: np.ndarray | None = None,
     ) -> Segmentation:
         """Predict the object marked by clicks (model-space voxel coordinates).
 
@@ -244,15 +253,22 @@ class InteractivePredictor:
         zoomed in and zooms out while the mask reaches its faces (:data:`ZOOM_LADDER`, then the model spacing);
         follow-up clicks inside that crop reuse its embedding. When the fine mask reaches an open crop face, a coarser
         pass over the whole volume supplies the mask outside the fine crop. ``label`` names the object: the mask
-        refiner serves it unless the decoder was trained on it (:meth:`Sam3D.refines`).
+        refiner serves it unless the decoder was trained on it (:meth:`Sam3D.refines`). ``previous_mask`` (bool, on
+        the stored image's grid) is the mask prompt of an object without ``previous``; ``anchor`` (model-space
+        voxel) centres a new crop, which auto-zoom sizes to a box of ``box_extent`` model voxels around it.
         """
         model, version = self.model()
         refine = model.refines(label)
         if previous is not None and previous.model_version != version:
             previous = None
         previous_crop = previous.fine.crop if previous else None
-        fine = self.fine_crop(volume, foreground, anchor, previous_crop)
+        zoom = self.box_zoom(model, box_extent) if box_extent is not None and self.uses_autozoom(refine) else 1.0
+        fine = self.fine_crop(volume, foreground, anchor, previous_crop, zoom)
         prior = previous.pass_at(fine) if previous else None
+        previous_fine_logits = None
+        if previous_mask is not None and previous is None:
+            orig_to_vol = original_to_volume(volume.original_affine, volume.affine)
+            previous_fine_logits = mask_to_crop_logits(previous_mask, fine, orig_to_vol, model.low_res_size)
         shape = tuple(volume.image.shape[1:])
         zoomed = None
         if (fine != previous_crop and prior is None and previous_fine_logits is None and anchor is None

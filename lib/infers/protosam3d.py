@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -14,7 +13,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferType
 from lib.engine.predictor import InteractivePredictor
 from lib.errors import InvalidRequest, NotReady
 from lib.infers.base import ModelSpaceInferTask
-from lib.prompts.clicks import check_inside, parse_points
+from lib.prompts.clicks import check_inside, decoded, parse_points
 from lib.prompts.geometry import apply_affine, original_to_volume
 from lib.prototypes.auto import segment_automatically
 from lib.prototypes.service import PrototypeService
@@ -119,11 +118,7 @@ def _parse_clicks(value: Any, names: list[str], volume: ModelVolume) -> dict[str
     """Per-class (foreground, background) clicks, mapped from stored-image voxels to model space."""
     if value in (None, "", {}):
         return {}
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as e:
-            raise InvalidRequest(f"'clicks' must be a JSON object, got {value!r}") from e
+    value = decoded(value, "'clicks' must be a JSON object")
     if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
         raise InvalidRequest("'clicks' must be {class: {'foreground': [[i, j, k]], 'background': [...]}}")
     unknown = [n for n in value if n not in names]

@@ -12,12 +12,15 @@ from monai.data import MetaTensor
 from monai.transforms import LoadImage
 from monailabel.interfaces.tasks.infer_v2 import InferType
 
-from lib.engine.predictor import InteractivePredictor
+from lib.engine.predictor import InteractivePredictor, Segmentation
 from lib.engine.sessions import ObjectSessions
 from lib.errors import InvalidRequest, UnreadableImage
 from lib.infers.base import ModelSpaceInferTask
-from lib.prompts.clicks import check_inside, parse_points, parse_roi
-from lib.prompts.geometry import apply_affine, mask_to_crop_logits, original_to_volume
+from lib.prompts.box import box_prompt, request_box
+from lib.prompts.clicks import check_inside, parse_points
+from lib.prompts.geometry import apply_affine, original_to_volume
+from lib.prompts.lasso import lasso_prompt, parse_lasso, reach_box
+from lib.prompts.regions import RegionPrompt, apply_regions
 from lib.request_files import is_upload
 from lib.transforms.preprocess import ModelVolume, VolumeCache
 
@@ -32,7 +35,10 @@ class Sam3DInfer(ModelSpaceInferTask):
     - ``foreground`` / ``background``: ``[[i, j, k], ...]`` voxel indices of the stored image;
     - ``label``: name of the object being segmented (clicks on the same image and label refine one object; a class
       the decoder was trained on is served by it alone, anything else by the class-agnostic mask refiner);
-    - ``roi`` (optional): ``[[i0, i1], [j0, j1], [k0, k1]]``, centres the crop and bounds the result;
+    - ``roi`` or ``box`` (optional): ``[[i0, i1], [j0, j1], [k0, k1]]`` or Slicer's flat ``[i0, i1, j0, j1, k0,
+      k1]``, a box prompt alone or with clicks (:mod:`lib.prompts.box`): it centres the crop and bounds the result;
+    - ``lasso`` (optional): a closed contour ``[[i, j, k], ...]`` on one slice around the object
+      (:mod:`lib.prompts.lasso`);
     - an uploaded label file (optional, with the object name in ``label_name``): previous mask to refine.
 
     Returns a binary mask (1 = object) with the stored image's shape and affine.
@@ -45,8 +51,9 @@ class Sam3DInfer(ModelSpaceInferTask):
         labels: dict[str, int],
         description: str = "Interactive 3D SAM: click inside (foreground) and outside (background) an object",
         sessions: ObjectSessions | None = None,
+        type: str = InferType.DEEPGROW,
     ):
-        super().__init__(predictor, volumes, labels, InferType.DEEPGROW, description)
+        super().__init__(predictor, volumes, labels, type, description)
         self.sessions = sessions or ObjectSessions()
 
     def run_inferer(self, data: dict[str, Any], convert_to_batch: bool = True, device: str = "cuda") -> dict:
@@ -56,71 +63,97 @@ class Sam3DInfer(ModelSpaceInferTask):
         background = parse_points(data.get("background"), "background")
         check_inside(foreground, shape, "foreground")
         check_inside(background, shape, "background")
-        roi = parse_roi(data.get("roi"), shape)
-        previous_mask = self._previous_mask(data, shape)
-        if len(foreground) == 0 and previous_mask is None:
-            raise InvalidRequest("At least one 'foreground' click (or a previous mask to refine) is required")
+        regions, box = self.region_prompts(data, shape)
+        uploaded = self._uploaded_label(data, shape, "previous label")
+        previous_mask = None if uploaded is None or not uploaded.any() else torch.from_numpy(uploaded > 0)
+        if uploaded is not None and previous_mask is None:
+            logger.info("Uploaded previous label is empty; ignoring it")
+        name = str(data.get("label_name") or ("" if uploaded is not None else data.get("label")) or "")
+        return self.segment_object(data, volume, foreground, background, regions, previous_mask, name, box)
 
-        orig_to_vol = original_to_volume(volume.original_affine, volume.affine)
-        fg_vol = apply_affine(orig_to_vol, foreground)
-        bg_vol = apply_affine(orig_to_vol, background)
-        if roi is not None:
-            anchor = apply_affine(orig_to_vol, roi.mean(axis=1)[None])[0]
-        elif previous_mask is not None and len(foreground) == 0:
-            anchor = apply_affine(orig_to_vol, np.argwhere(previous_mask.numpy()).mean(axis=0)[None])[0]
-        else:
-            anchor = None
+    @staticmethod
+    def region_prompts(data: dict[str, Any], shape: tuple[int, ...]) -> tuple[list[RegionPrompt], np.ndarray | None]:
+        """The request's box (``box`` or ``roi``) and lasso as region prompts, and the box that centres and sizes
+        the crop (the lasso's reach without a box)."""
+        box = request_box(data, shape)
+        lasso = parse_lasso(data.get("lasso"), shape)
+        regions = ([box_prompt(box, shape)] if box is not None else []) + (
+            [lasso_prompt(lasso, shape)] if lasso is not None else [])
+        if box is None and lasso is not None:
+            box = reach_box(lasso, shape)
+        return regions, box
 
-        name = str(data.get("label_name") or ("" if previous_mask is not None else data.get("label")) or "")
-        object_key = (volume.source, name, data.get("client_id"))
-        previous = None if previous_mask is not None else self.sessions.previous(object_key, foreground, background)
-        previous_fine_logits = None
-        if previous_mask is not None:
-            crop = self.predictor.fine_crop(volume, fg_vol, anchor, None)
-            resolution = self.predictor.model()[0].low_res_size
-            previous_fine_logits = mask_to_crop_logits(previous_mask, crop, orig_to_vol, resolution)
-
+    def segment_object(self, data: dict[str, Any], volume: ModelVolume, foreground: np.ndarray,
+                       background: np.ndarray, regions: list[RegionPrompt], previous_mask: torch.Tensor | None,
+                       name: str, box: np.ndarray | None) -> dict:
+        """:meth:`segment_prompts` for the request's client, its mask and result JSON put into ``data``."""
         start = time.perf_counter()
-        segmentation = self.predictor.segment(
-            volume, fg_vol, bg_vol, previous=previous, previous_fine_logits=previous_fine_logits, anchor=anchor,
-            label=name,
-        )
+        mask, segmentation = self.segment_prompts(volume, foreground, background, regions, previous_mask, name, box,
+                                                  data.get("client_id"))
         model_ms = (time.perf_counter() - start) * 1000
-        self.sessions.store(object_key, foreground, background, segmentation)
-
-        mask = self.predictor.to_original_mask(volume, segmentation).to(torch.uint8)
-        if roi is not None:
-            bounded = torch.zeros_like(mask)
-            (i0, i1), (j0, j1), (k0, k1) = roi.astype(int)
-            bounded[i0 : i1 + 1, j0 : j1 + 1, k0 : k1 + 1] = mask[i0 : i1 + 1, j0 : j1 + 1, k0 : k1 + 1]
-            mask = bounded
-
         data[self.output_label_key] = MetaTensor(mask, affine=torch.as_tensor(volume.original_affine))
         data[self.output_json_key] = {
             "model_version": segmentation.model_version,
             "embedding_cached": segmentation.embedding_hits,
             "crops": [{"origin": list(p.crop.origin), "zoom": p.crop.zoom} for p in segmentation.passes],
             "refined": segmentation.fine.refined is not None,  # served by the mask refiner, not the decoder alone
+            "prompts": [r.kind for r in regions],
             "model_ms": round(model_ms, 1),
             "voxels": int(mask.sum()),
         }
         return data
 
+    def segment_prompts(self, volume: ModelVolume, foreground: np.ndarray, background: np.ndarray,
+                        regions: list[RegionPrompt], previous_mask: torch.Tensor | None, name: str,
+                        box: np.ndarray | None, client: Any = None) -> tuple[torch.Tensor, Segmentation]:
+        """The uint8 mask on the stored grid of the object ``name`` from clicks (stored-image voxels, the regions'
+        derived clicks first), an uploaded previous mask (else the session's previous prediction, else the regions'
+        prior) and a ``box`` ((3, 2) stored-image voxel bounds; without one, the mask to refine and the clicks) that
+        centres and sizes the crop; the regions' bounds and strokes hold in the result. Sessions are kept per
+        (image, ``name``, ``client``, region prompts) and continue while the annotator's own clicks extend the
+        stored ones."""
+        object_key = (volume.source, name, client, tuple((r.kind, r.key) for r in regions))
+        previous = None if previous_mask is not None else self.sessions.previous(object_key, foreground, background)
+        own_clicks = foreground, background
+        foreground = np.concatenate([*(r.foreground for r in regions), foreground]).reshape(-1, 3)
+        background = np.concatenate([*(r.background for r in regions), background]).reshape(-1, 3)
+        priors = [r.prior for r in regions if r.prior is not None]
+        if len(foreground) == 0 and previous_mask is None and not priors:
+            raise InvalidRequest("At least one 'foreground' click (or a box, a lasso or a previous mask) is required")
+
+        orig_to_vol = original_to_volume(volume.original_affine, volume.affine)
+        fg_vol = apply_affine(orig_to_vol, foreground)
+        bg_vol = apply_affine(orig_to_vol, background)
+        if previous is None and previous_mask is None and priors:
+            previous_mask = torch.from_numpy(np.logical_or.reduce(priors))
+        if box is None and previous_mask is not None:  # the mask to refine, with the clicks, sizes the crop
+            voxels = np.concatenate([np.argwhere(previous_mask.numpy()), foreground])
+            box = np.stack([voxels.min(axis=0), voxels.max(axis=0)], axis=1)
+        anchor, box_extent = None, None
+        if box is not None:  # the box's centre and size in model voxels
+            corners = apply_affine(orig_to_vol, np.stack(np.meshgrid(*box, indexing="ij"), -1).reshape(-1, 3))
+            anchor, box_extent = corners.mean(axis=0), np.ptp(corners, axis=0)
+
+        segmentation = self.predictor.segment(
+            volume, fg_vol, bg_vol, previous=previous, previous_mask=previous_mask, anchor=anchor, label=name,
+            box_extent=box_extent,
+        )
+        self.sessions.store(object_key, *own_clicks, segmentation)
+        mask = self.predictor.to_original_mask(volume, segmentation).to(torch.uint8)
+        return apply_regions(mask, regions), segmentation
+
     @staticmethod
-    def _previous_mask(data: dict[str, Any], shape: tuple[int, ...]) -> torch.Tensor | None:
-        """An uploaded previous label (MONAI Label puts its temporary path under ``label``), if any. Any other
-        ``label`` value is the object's name (3D Slicer sends it there), never a file to read."""
+    def _uploaded_label(data: dict[str, Any], shape: tuple[int, ...], what: str) -> np.ndarray | None:
+        """An uploaded label volume (MONAI Label puts its temporary path under ``label``) as integers, if any. Any
+        other ``label`` value is the object's name (3D Slicer sends it there), never a file to read."""
         path = data.get("label")
         if not isinstance(path, str) or not is_upload(path):
             return None
         try:
-            mask = LoadImage(image_only=True)(path)
+            label = LoadImage(image_only=True)(path)
         except Exception as e:
-            raise UnreadableImage(f"Cannot read the uploaded previous label: {e}") from e
-        mask = torch.as_tensor(np.asarray(mask)).squeeze()
-        if tuple(mask.shape) != tuple(shape):
-            raise InvalidRequest(f"Previous label shape {list(mask.shape)} does not match the image {list(shape)}")
-        if not mask.any():
-            logger.info("Uploaded previous label is empty; ignoring it")
-            return None
-        return mask > 0
+            raise UnreadableImage(f"Cannot read the uploaded {what}: {e}") from e
+        label = np.asarray(label).squeeze()
+        if tuple(label.shape) != tuple(shape):
+            raise InvalidRequest(f"Uploaded {what} shape {list(label.shape)} does not match the image {list(shape)}")
+        return np.round(label).astype(np.int64)

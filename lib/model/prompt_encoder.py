@@ -44,7 +44,8 @@ class PromptEncoder3D(nn.Module):
     """Embeds clicks (sparse) and a previous low-res mask (dense) for the mask decoder.
 
     Box prompts would need two corner embeddings that SAM-Med3D's prompt encoder does not have (the reference's
-    box path indexes ``point_embeddings[2]`` and ``[3]``, which do not exist), so boxes are refused.
+    box path indexes ``point_embeddings[2]`` and ``[3]``, which do not exist), so boxes are refused here; a request's
+    box becomes clicks and a mask prior (:mod:`lib.prompts.box`).
     """
 
     def __init__(self, embed_dim: int, image_embedding_size: tuple[int, int, int],

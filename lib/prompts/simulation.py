@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from monai.losses import DiceCELoss
 from scipy import ndimage
+from skimage.morphology import medial_axis
 
 from lib.engine.predictor import InteractivePredictor
 from lib.model import Sam3D
@@ -46,6 +47,25 @@ def next_click(prediction: np.ndarray, target: np.ndarray) -> Click | None:
     depth = ndimage.distance_transform_edt(np.pad(box, 1))[1:-1, 1:-1, 1:-1]
     point = np.unravel_index(int(np.argmax(depth)), box.shape) + lo
     return point.astype(np.int64), bool(target[tuple(point)])
+
+
+def next_scribble(prediction: np.ndarray, target: np.ndarray, axis: int = 2) -> tuple[np.ndarray, bool] | None:
+    """The stroke an annotator paints next: on the slice (normal to ``axis``) through :func:`next_click`'s voxel,
+    the medial axis of the error region there that holds the voxel. Returns ``(bool stroke mask, is_foreground)``,
+    or None when the prediction is already perfect."""
+    click = next_click(prediction, target)
+    if click is None:
+        return None
+    point, is_foreground = click
+    index: list = [slice(None)] * 3
+    index[axis] = int(point[axis])
+    error = (prediction.astype(bool) ^ target.astype(bool))[tuple(index)]
+    components, _ = ndimage.label(error)
+    in_plane = tuple(int(point[a]) for a in range(3) if a != axis)
+    stroke = np.zeros(target.shape, dtype=bool)
+    stroke[tuple(index)] = medial_axis(components == components[in_plane], rng=0)  # seeded tie-breaks
+    stroke[tuple(point)] = True  # a one-voxel region skeletonises to itself; the click voxel is always painted
+    return stroke, is_foreground
 
 
 def first_click(target: np.ndarray) -> np.ndarray:

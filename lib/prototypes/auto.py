@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from lib.engine.predictor import InteractivePredictor
+from lib.prompts.regions import spread_points
 from lib.prototypes.features import cell_features, cover_crops
 from lib.transforms.preprocess import ModelVolume
 
@@ -31,18 +32,6 @@ def class_probabilities(
     prototype similarity."""
     scores = [(features @ background.T).amax(1)] + [(features @ p.T).amax(1) for p in per_class]
     return torch.round(torch.softmax(torch.stack(scores) / TEMPERATURE, dim=0), decimals=DECIMALS)
-
-
-def spread_points(points: np.ndarray, weights: np.ndarray, count: int) -> np.ndarray:
-    """Up to ``count`` points: the one nearest the ``weights``-weighted centroid (which moves only a little when
-    the weights do), then each the farthest from those already chosen (the first of equally far ones)."""
-    centroid = (points * weights[:, None]).sum(0) / max(float(weights.sum()), 1e-12)
-    chosen = [int(np.argmin(np.round(np.linalg.norm(points - centroid, axis=1), 6)))]
-    distance = np.round(np.linalg.norm(points - points[chosen[0]], axis=1), 6)
-    while len(chosen) < min(count, len(points)):
-        chosen.append(int(np.argmax(distance)))
-        distance = np.minimum(distance, np.round(np.linalg.norm(points - points[chosen[-1]], axis=1), 6))
-    return points[chosen]
 
 
 @dataclass

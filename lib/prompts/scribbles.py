@@ -1,0 +1,90 @@
+"""Scribble prompts as 3D Slicer's MONAI Label module sends them to an ``InferType.SCRIBBLES`` model.
+
+Slicer exports every segment of the segmentation (the annotator's labels, ``foreground_scribbles`` and
+``background_scribbles``) into one label volume on the image's grid, uploads it, and names the segments in
+``label_info`` (``[{"name": ..., "id": ...}, ...]``) and the one being refined in ``selected_label_name``. Without
+``label_info``, the scribble indices follow MONAI Label's scribbles convention: background ``len(labels) + 1``,
+foreground ``len(labels) + 2``.
+
+Strokes become clicks spread along them, the current label (with the strokes painted in) the mask prior, and the
+strokes themselves hold in the result: painted foreground stays in, painted background stays out. A stroke corrects
+the label near it: beyond ``REACH_VOXELS`` of the strokes' bounding box the current label stays as it was.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lib.errors import InvalidRequest
+from lib.prompts.clicks import decoded
+from lib.prompts.regions import RegionPrompt, sample_voxels
+
+FOREGROUND_SCRIBBLES = "foreground_scribbles"
+BACKGROUND_SCRIBBLES = "background_scribbles"
+POINTS_PER_SIGN = 8
+REACH_VOXELS = 15
+
+
+@dataclass(frozen=True)
+class Scribbles:
+    foreground: np.ndarray  # bool, painted foreground strokes
+    background: np.ndarray  # bool, painted background strokes
+    current: np.ndarray | None  # bool, the selected label's current mask (None when it has none)
+
+
+def parse_label_info(value: Any) -> dict[str, int]:
+    """``label_info`` (a list of ``{"name", "id"}``, or its JSON text) as name -> index; absent: empty."""
+    if value is None or value == "" or value == []:
+        return {}
+    value = decoded(value, "'label_info' must be a list of {'name': str, 'id': int}")
+    if not isinstance(value, list) or not all(
+            isinstance(v, dict) and isinstance(v.get("name"), str) and type(v.get("id")) is int for v in value):
+        raise InvalidRequest(f"'label_info' must be a list of {{'name': str, 'id': int}}, got {value!r}")
+    return {v["name"]: v["id"] for v in value}
+
+
+def read_scribbles(labelmap: np.ndarray, label_info: dict[str, int], selected: str | None,
+                   app_labels: dict[str, int]) -> Scribbles:
+    """The strokes and the selected label's mask in Slicer's exported label volume."""
+    background_id = label_info.get(BACKGROUND_SCRIBBLES, len(app_labels) + 1)
+    foreground_id = label_info.get(FOREGROUND_SCRIBBLES, len(app_labels) + 2)
+    current_id = label_info.get(selected) if selected else None
+    current = labelmap == current_id if current_id is not None else None
+    scribbles = Scribbles(labelmap == foreground_id, labelmap == background_id,
+                          current if current is not None and current.any() else None)
+    if not scribbles.foreground.any() and not scribbles.background.any():
+        raise InvalidRequest(f"No scribbles in the uploaded label volume: paint {FOREGROUND_SCRIBBLES} (index "
+                             f"{foreground_id}) or {BACKGROUND_SCRIBBLES} (index {background_id}) strokes")
+    if not scribbles.foreground.any() and scribbles.current is None:
+        raise InvalidRequest("Nothing to refine: paint a foreground scribble, or select a label that has a mask "
+                             "('selected_label_name' naming an entry of 'label_info')")
+    return scribbles
+
+
+def near_strokes(strokes: np.ndarray) -> np.ndarray:
+    """The strokes' bounding box grown by ``REACH_VOXELS`` on every side."""
+    painted = np.argwhere(strokes)
+    low = np.maximum(painted.min(0) - REACH_VOXELS, 0)
+    high = painted.max(0) + REACH_VOXELS + 1
+    near = np.zeros(strokes.shape, dtype=bool)
+    near[tuple(slice(lo, hi) for lo, hi in zip(low, high, strict=True))] = True
+    return near
+
+
+def scribble_prompt(scribbles: Scribbles) -> RegionPrompt:
+    prior, editable = None, None
+    if scribbles.current is not None:
+        prior = (scribbles.current | scribbles.foreground) & ~scribbles.background
+        editable = near_strokes(scribbles.foreground | scribbles.background)
+    return RegionPrompt(
+        "scribbles",
+        sample_voxels(scribbles.foreground, POINTS_PER_SIGN),
+        sample_voxels(scribbles.background, POINTS_PER_SIGN),
+        prior=prior,
+        include=scribbles.foreground,
+        exclude=scribbles.background,
+        editable=editable,
+    )
