@@ -9,10 +9,11 @@ after 1 / 3 / 5 / 10 clicks, NoC@80 / 85 / 90 (clicks until Dice reaches 0.80 / 
 seconds per click. Sessions run to 10 clicks and on until Dice 0.90 or 20 clicks. ``--baseline-from`` reuses the
 random-walker table of an earlier run on the same studies (its sessions do not depend on the checkpoint).
 
-``--protocols clicks,box,scribbles`` adds prompt protocols through the infer tasks' own code. Box (table
+``--protocols clicks,box,lasso,scribbles`` adds prompt protocols through the infer tasks' own code. Box (table
 ``model_box``): the first interaction is the object's bounding box grown by ``BOX_MARGIN_VOXELS`` (as an annotator
-draws Slicer's ROI); each later one is a click, sent with the box. Scribbles (``model_scribbles``): each interaction
-is one stroke, the medial axis of the largest error region on the slice through the next click
+draws Slicer's ROI); each later one is a click, sent with the box. Lasso (``model_lasso``): the same with the
+object's outline on the axial slice through the first click instead of the box. Scribbles (``model_scribbles``):
+each interaction is one stroke, the medial axis of the largest error region on the slice through the next click
 (:func:`lib.prompts.simulation.next_scribble`), sent with every earlier stroke and the current result as the label
 to refine, as Slicer's scribbles section sends them.
 """
@@ -37,6 +38,8 @@ from lib.prompts.simulation import (
     ClickSession,
     Segmenter,
     clicks_to_reach,
+    first_click,
+    lasso_around,
     next_scribble,
     predictor_segmenter,
     run_session,
@@ -133,6 +136,25 @@ def box_segmenter(task: Sam3DInfer, volume: ModelVolume, name: str, target: np.n
     return segment, np.round(np.mean(box, axis=1)).astype(np.int64)
 
 
+def lasso_segmenter(task: Sam3DInfer, volume: ModelVolume, name: str, target: np.ndarray
+                    ) -> tuple[Segmenter, np.ndarray]:
+    """The lasso protocol's segmenter and its first click: that click stands for the lasso drawn around the object
+    on its axial slice (:func:`lasso_around`); every request sends the lasso and the clicks after it."""
+    centre = first_click(target)
+    lasso = lasso_around(target, centre)
+    client = f"lasso-{name}-{id(target)}"
+
+    def segment(clicks: list[Click]) -> np.ndarray:
+        later = clicks[1:]
+        foreground = np.asarray([p for p, fg in later if fg], dtype=np.float64).reshape(-1, 3)
+        background = np.asarray([p for p, fg in later if not fg], dtype=np.float64).reshape(-1, 3)
+        regions, crop_box = task.region_prompts({"lasso": lasso}, target.shape)
+        mask, _ = task.segment_prompts(volume, foreground, background, regions, None, name, crop_box, client)
+        return mask.numpy().astype(bool)
+
+    return segment, centre
+
+
 def scribble_segmenter(task: Sam3DInfer, volume: ModelVolume, name: str, target: np.ndarray) -> Segmenter:
     """The scribbles protocol's segmenter: each interaction paints :func:`next_scribble` (through the click the
     session just placed) and sends every stroke so far with the current result as the label to refine, as
@@ -167,7 +189,8 @@ def main() -> None:
     p.add_argument("--max-clicks", type=int, default=MAX_CLICKS)
     p.add_argument("--no-baseline", action="store_true", help="only the model")
     p.add_argument("--protocols", default="clicks",
-                   help="comma list of clicks, box (box first, then clicks), scribbles (a stroke per interaction)")
+                   help="comma list of clicks, box (box first, then clicks), lasso (lasso first, then clicks), "
+                        "scribbles (a stroke per interaction)")
     p.add_argument("--baseline-from", type=Path, default=None,
                    help="reuse the random-walker table of an earlier run's JSON on the same --data (the baseline's "
                         "sessions do not depend on the checkpoint) instead of running it again")
@@ -180,7 +203,7 @@ def main() -> None:
     task = Sam3DInfer(predictor, VolumeCache(MODEL_SPACING_MM, 1 << 30), {n: i for i, n in classes.items()})
     min_clicks = min(max(REPORTED_CLICKS), args.max_clicks)
     sessions: dict[str, dict[str, list[ClickSession]]] = {
-        "model": {}, "model_box": {}, "model_scribbles": {}, "random_walker": {}}
+        "model": {}, "model_box": {}, "model_lasso": {}, "model_scribbles": {}, "random_walker": {}}
     native: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for image_path, kind, volume, target in labelled_objects(pairs, classes):
         image = image_path.name
@@ -191,6 +214,9 @@ def main() -> None:
         if "box" in protocols:
             segment, centre = box_segmenter(task, volume, kind, target)
             runs["model_box"] = run_session(segment, target, args.max_clicks, min_clicks, 0.9, first=centre)
+        if "lasso" in protocols:
+            segment, centre = lasso_segmenter(task, volume, kind, target)
+            runs["model_lasso"] = run_session(segment, target, args.max_clicks, min_clicks, 0.9, first=centre)
         if "scribbles" in protocols:
             runs["model_scribbles"] = run_session(scribble_segmenter(task, volume, kind, target), target,
                                                   args.max_clicks, min_clicks, 0.9)
@@ -221,8 +247,7 @@ def main() -> None:
         **tables,
         **({"checks": checks(tables["model"], tables["random_walker"])}
            if "random_walker" in tables and "model" in tables else {}),
-        **({"prompt_checks": prompt_checks(tables)}
-           if "model" in tables and ("model_box" in tables or "model_scribbles" in tables) else {}),
+        **({"prompt_checks": prompt_checks(tables)} if "model" in tables and len(tables) > 2 else {}),
         "machine": machine(),
     }, args.out)
 

@@ -11,7 +11,7 @@ from lib.prompts.box import box_prompt, parse_box, request_box
 from lib.prompts.lasso import lasso_prompt, parse_lasso, reach_box
 from lib.prompts.regions import RegionPrompt, apply_regions, rounded_extrusion
 from lib.prompts.scribbles import parse_label_info, read_scribbles, scribble_prompt
-from lib.prompts.simulation import next_scribble
+from lib.prompts.simulation import lasso_around, next_scribble
 
 SHAPE = (40, 50, 30)
 
@@ -146,3 +146,14 @@ def test_regions_apply_in_order():
     regions = [RegionPrompt("a", np.zeros((0, 3)), np.zeros((0, 3)), exclude=exclude),
                RegionPrompt("b", np.zeros((0, 3)), np.zeros((0, 3)), include=include)]
     assert apply_regions(torch.ones(SHAPE, dtype=torch.uint8), regions).sum() == 1
+
+
+def test_the_simulated_lasso_outlines_the_object_on_its_slice():
+    target = np.zeros(SHAPE, dtype=bool)
+    target[10:30, 15:35, 8:20] = True
+    target[35:38, 40:45, 12] = True  # another region on the same slice, not the clicked one
+    lasso = lasso_around(target, np.array([20, 25, 12]))
+    assert all(k == 12 for _, _, k in lasso) and len(lasso) <= 41
+    area = parse_lasso(lasso, SHAPE).area
+    assert area[10:30, 15:35].all() and area.sum() < 1.15 * 400  # around the clicked region, tightly
+    assert not area[35:38, 40:45].any()

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from monai.losses import DiceCELoss
 from scipy import ndimage
+from skimage.measure import find_contours
 from skimage.morphology import medial_axis
 
 from lib.engine.predictor import InteractivePredictor
@@ -66,6 +67,19 @@ def next_scribble(prediction: np.ndarray, target: np.ndarray, axis: int = 2) -> 
     stroke[tuple(index)] = medial_axis(components == components[in_plane], rng=0)  # seeded tie-breaks
     stroke[tuple(point)] = True  # a one-voxel region skeletonises to itself; the click voxel is always painted
     return stroke, is_foreground
+
+
+def lasso_around(target: np.ndarray, point: np.ndarray, axis: int = 2, vertices: int = 40) -> list[list[float]]:
+    """The lasso an annotator draws around the object on the slice (normal to ``axis``) through ``point``: the
+    outline of the object's region there that holds the point, as up to ``vertices`` ``[i, j, k]`` points."""
+    index: list = [slice(None)] * 3
+    index[axis] = int(point[axis])
+    components, _ = ndimage.label(target.astype(bool)[tuple(index)])
+    in_plane = [int(point[a]) for a in range(3) if a != axis]
+    region = np.pad(components == components[tuple(in_plane)], 1)
+    outline = max(find_contours(region.astype(np.float32), 0.5), key=len) - 1.0  # undo the padding
+    outline = outline[:: max(1, len(outline) // vertices)]
+    return [[float(v) for v in np.insert(p, axis, point[axis])] for p in outline]
 
 
 def first_click(target: np.ndarray) -> np.ndarray:
