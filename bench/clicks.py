@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,6 +44,7 @@ from lib.prompts.simulation import (
     next_scribble,
     predictor_segmenter,
     run_session,
+    split_clicks,
 )
 from lib.settings import MODEL_SPACING_MM
 from lib.training.evaluate import labelled_objects
@@ -117,42 +119,25 @@ def prompt_checks(tables: dict[str, dict]) -> dict[str, object]:
     return out
 
 
-def box_segmenter(task: Sam3DInfer, volume: ModelVolume, name: str, target: np.ndarray
-                  ) -> tuple[Segmenter, np.ndarray]:
-    """The box protocol's segmenter and its first click: that click stands for the box (its centre click, which
-    the box prompt derives); every request sends the box and the clicks after it."""
+def region_segmenter(task: Sam3DInfer, volume: ModelVolume, name: str, shape: tuple[int, ...],
+                     params: dict[str, Any], protocol: str) -> Segmenter:
+    """A region protocol's segmenter: the session's first click stands for the region prompt in ``params`` (a
+    ``box`` or a ``lasso``, as a request sends it); every request sends the region and the clicks after it."""
+    regions, crop_box = task.region_prompts(params, shape)
+    client = f"{protocol}-{name}-{id(regions)}"
+
+    def segment(clicks: list[Click]) -> np.ndarray:
+        foreground, background = split_clicks(clicks[1:])
+        mask, _ = task.segment_prompts(volume, foreground, background, regions, None, name, crop_box, client)
+        return mask.numpy().astype(bool)
+
+    return segment
+
+
+def box_around(target: np.ndarray) -> list[list[int]]:
+    """The box an annotator draws around the object: its bounding box grown by ``BOX_MARGIN_VOXELS``."""
     nonzero = np.argwhere(target)
-    box = np.stack([nonzero.min(0) - BOX_MARGIN_VOXELS, nonzero.max(0) + BOX_MARGIN_VOXELS], axis=1).tolist()
-    client = f"box-{name}-{id(target)}"
-
-    def segment(clicks: list[Click]) -> np.ndarray:
-        later = clicks[1:]
-        foreground = np.asarray([p for p, fg in later if fg], dtype=np.float64).reshape(-1, 3)
-        background = np.asarray([p for p, fg in later if not fg], dtype=np.float64).reshape(-1, 3)
-        regions, crop_box = task.region_prompts({"box": box}, target.shape)
-        mask, _ = task.segment_prompts(volume, foreground, background, regions, None, name, crop_box, client)
-        return mask.numpy().astype(bool)
-
-    return segment, np.round(np.mean(box, axis=1)).astype(np.int64)
-
-
-def lasso_segmenter(task: Sam3DInfer, volume: ModelVolume, name: str, target: np.ndarray
-                    ) -> tuple[Segmenter, np.ndarray]:
-    """The lasso protocol's segmenter and its first click: that click stands for the lasso drawn around the object
-    on its axial slice (:func:`lasso_around`); every request sends the lasso and the clicks after it."""
-    centre = first_click(target)
-    lasso = lasso_around(target, centre)
-    client = f"lasso-{name}-{id(target)}"
-
-    def segment(clicks: list[Click]) -> np.ndarray:
-        later = clicks[1:]
-        foreground = np.asarray([p for p, fg in later if fg], dtype=np.float64).reshape(-1, 3)
-        background = np.asarray([p for p, fg in later if not fg], dtype=np.float64).reshape(-1, 3)
-        regions, crop_box = task.region_prompts({"lasso": lasso}, target.shape)
-        mask, _ = task.segment_prompts(volume, foreground, background, regions, None, name, crop_box, client)
-        return mask.numpy().astype(bool)
-
-    return segment, centre
+    return np.stack([nonzero.min(0) - BOX_MARGIN_VOXELS, nonzero.max(0) + BOX_MARGIN_VOXELS], axis=1).tolist()
 
 
 def scribble_segmenter(task: Sam3DInfer, volume: ModelVolume, name: str, target: np.ndarray) -> Segmenter:
@@ -211,11 +196,15 @@ def main() -> None:
         if "clicks" in protocols:
             runs["model"] = run_session(predictor_segmenter(predictor, volume, kind), target, args.max_clicks,
                                         min_clicks, 0.9)
-        if "box" in protocols:
-            segment, centre = box_segmenter(task, volume, kind, target)
-            runs["model_box"] = run_session(segment, target, args.max_clicks, min_clicks, 0.9, first=centre)
-        if "lasso" in protocols:
-            segment, centre = lasso_segmenter(task, volume, kind, target)
+        if "box" in protocols:  # the first click stands for the box: its centre click, which the box derives
+            box = box_around(target)
+            segment = region_segmenter(task, volume, kind, target.shape, {"box": box}, "box")
+            runs["model_box"] = run_session(segment, target, args.max_clicks, min_clicks, 0.9,
+                                            first=np.round(np.mean(box, axis=1)).astype(np.int64))
+        if "lasso" in protocols:  # the first click stands for the lasso drawn on its slice
+            centre = first_click(target)
+            segment = region_segmenter(task, volume, kind, target.shape, {"lasso": lasso_around(target, centre)},
+                                       "lasso")
             runs["model_lasso"] = run_session(segment, target, args.max_clicks, min_clicks, 0.9, first=centre)
         if "scribbles" in protocols:
             runs["model_scribbles"] = run_session(scribble_segmenter(task, volume, kind, target), target,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from skimage.segmentation import random_walker
 
-from lib.prompts.simulation import Click, Segmenter
+from lib.prompts.simulation import Click, Segmenter, split_clicks
 
 MARGIN_MM = 25.0
 BETA = 130.0  # scikit-image scales it by the image's standard deviation, so it holds for any intensity unit
@@ -15,7 +15,7 @@ BETA = 130.0  # scikit-image scales it by the image's standard deviation, so it 
 
 def click_box(clicks: list[Click], shape: tuple[int, ...], spacing: np.ndarray) -> tuple[slice, ...]:
     """The foreground clicks' bounding box grown by ``MARGIN_MM`` (in the image's voxels), clipped to the image."""
-    foreground = np.asarray([p for p, fg in clicks if fg], dtype=np.float64).reshape(-1, 3)
+    foreground, _ = split_clicks(clicks)
     margin = np.ceil(MARGIN_MM / spacing)
     low = np.maximum(np.floor(foreground.min(0) - margin), 0).astype(int)
     high = np.minimum(np.ceil(foreground.max(0) + margin) + 1, shape).astype(int)

@@ -279,7 +279,7 @@ class InteractivePredictor:
         else:
             embedding, hit = self.embedding(model, version, volume, fine)
             prediction = self.predict(model, volume, fine, embedding, foreground, background, prior,
-                                      previous_fine_logits if previous is None else None, refine)
+                                      previous_fine_logits, refine)
         fine, passes, hits = prediction.crop, [prediction], [hit]
         if follow_border and fine.zoom >= 1.0 and touches_open_border(prediction.output, fine, shape):
             coarse = self.coarse_crop(volume, fine)

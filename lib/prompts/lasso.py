@@ -21,7 +21,7 @@ from skimage.draw import polygon
 from lib.errors import InvalidRequest
 from lib.prompts.box import outside_box
 from lib.prompts.clicks import check_inside, parse_points
-from lib.prompts.regions import RegionPrompt, rounded_extrusion, sample_voxels
+from lib.prompts.regions import RegionPrompt, axis_slice, rounded_extrusion, sample_voxels
 
 FOREGROUND_POINTS = 3
 BACKGROUND_POINTS = 4
@@ -62,9 +62,7 @@ def parse_lasso(value: Any, shape: Sequence[int]) -> Lasso | None:
 def on_slice(lasso: Lasso, area: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     """A 2D mask of the lasso's slice placed in a 3D volume of ``shape``."""
     out = np.zeros(tuple(int(s) for s in shape[:3]), dtype=bool)
-    index: list[Any] = [slice(None)] * 3
-    index[lasso.axis] = lasso.index
-    out[tuple(index)] = area
+    out[axis_slice(lasso.axis, lasso.index)] = area
     return out
 
 

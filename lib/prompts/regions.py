@@ -49,6 +49,11 @@ def sample_voxels(mask: np.ndarray, count: int) -> np.ndarray:
     return spread_points(voxels, np.ones(len(voxels)), count)
 
 
+def axis_slice(axis: int, index: int) -> tuple[slice | int, ...]:
+    """The 3D index of slice ``index`` normal to ``axis``."""
+    return tuple(index if a == axis else slice(None) for a in range(3))
+
+
 def rounded_extrusion(area: np.ndarray, axis: int, index: int, shape: tuple[int, ...]) -> np.ndarray:
     """The 2D ``area`` on slice ``index`` of ``axis`` grown into a rounded 3D body: a point at in-plane depth ``d``
     (voxels from the area's edge, ``R`` at its deepest) reaches ``sqrt(d (2R - d))`` slices to either side, so a
@@ -60,9 +65,7 @@ def rounded_extrusion(area: np.ndarray, axis: int, index: int, shape: tuple[int,
     for offset in range(-int(np.ceil(deepest)), int(np.ceil(deepest)) + 1):
         k = index + offset
         if 0 <= k < shape[axis]:
-            index_tuple = [slice(None)] * 3
-            index_tuple[axis] = k
-            out[tuple(index_tuple)] = area & (reach > abs(offset) - 0.5)
+            out[axis_slice(axis, k)] = area & (reach > abs(offset) - 0.5)
     return out
 
 

@@ -22,6 +22,7 @@ from lib.engine.predictor import InteractivePredictor
 from lib.model import Sam3D
 from lib.model.mask_refiner import MaskRefiner3D
 from lib.prompts.geometry import apply_affine, original_to_volume
+from lib.prompts.regions import axis_slice
 from lib.transforms.preprocess import ModelVolume
 
 Click = tuple[np.ndarray, bool]  # (voxel index, is_foreground)
@@ -50,6 +51,19 @@ def next_click(prediction: np.ndarray, target: np.ndarray) -> Click | None:
     return point.astype(np.int64), bool(target[tuple(point)])
 
 
+def split_clicks(clicks: list[Click]) -> tuple[np.ndarray, np.ndarray]:
+    """Clicks as (N, 3) foreground and (M, 3) background voxel arrays."""
+    foreground = np.asarray([p for p, fg in clicks if fg], dtype=np.float64).reshape(-1, 3)
+    background = np.asarray([p for p, fg in clicks if not fg], dtype=np.float64).reshape(-1, 3)
+    return foreground, background
+
+
+def region_through(mask: np.ndarray, point: np.ndarray, axis: int) -> np.ndarray:
+    """On the slice (normal to ``axis``) through ``point``, the connected region of ``mask`` that holds it (2D)."""
+    components, _ = ndimage.label(mask.astype(bool)[axis_slice(axis, int(point[axis]))])
+    return components == components[tuple(int(point[a]) for a in range(3) if a != axis)]
+
+
 def next_scribble(prediction: np.ndarray, target: np.ndarray, axis: int = 2) -> tuple[np.ndarray, bool] | None:
     """The stroke an annotator paints next: on the slice (normal to ``axis``) through :func:`next_click`'s voxel,
     the medial axis of the error region there that holds the voxel. Returns ``(bool stroke mask, is_foreground)``,
@@ -58,13 +72,9 @@ def next_scribble(prediction: np.ndarray, target: np.ndarray, axis: int = 2) -> 
     if click is None:
         return None
     point, is_foreground = click
-    index: list = [slice(None)] * 3
-    index[axis] = int(point[axis])
-    error = (prediction.astype(bool) ^ target.astype(bool))[tuple(index)]
-    components, _ = ndimage.label(error)
-    in_plane = tuple(int(point[a]) for a in range(3) if a != axis)
     stroke = np.zeros(target.shape, dtype=bool)
-    stroke[tuple(index)] = medial_axis(components == components[in_plane], rng=0)  # seeded tie-breaks
+    error = prediction.astype(bool) ^ target.astype(bool)
+    stroke[axis_slice(axis, int(point[axis]))] = medial_axis(region_through(error, point, axis), rng=0)  # seeded
     stroke[tuple(point)] = True  # a one-voxel region skeletonises to itself; the click voxel is always painted
     return stroke, is_foreground
 
@@ -72,11 +82,7 @@ def next_scribble(prediction: np.ndarray, target: np.ndarray, axis: int = 2) -> 
 def lasso_around(target: np.ndarray, point: np.ndarray, axis: int = 2, vertices: int = 40) -> list[list[float]]:
     """The lasso an annotator draws around the object on the slice (normal to ``axis``) through ``point``: the
     outline of the object's region there that holds the point, as up to ``vertices`` ``[i, j, k]`` points."""
-    index: list = [slice(None)] * 3
-    index[axis] = int(point[axis])
-    components, _ = ndimage.label(target.astype(bool)[tuple(index)])
-    in_plane = [int(point[a]) for a in range(3) if a != axis]
-    region = np.pad(components == components[tuple(in_plane)], 1)
+    region = np.pad(region_through(target, point, axis), 1)
     outline = max(find_contours(region.astype(np.float32), 0.5), key=len) - 1.0  # undo the padding
     outline = outline[:: max(1, len(outline) // vertices)]
     return [[float(v) for v in np.insert(p, axis, point[axis])] for p in outline]
@@ -148,8 +154,7 @@ def predictor_segmenter(predictor: InteractivePredictor, volume: ModelVolume, la
     state = {"previous": None}
 
     def segment(clicks: list[Click]) -> np.ndarray:
-        foreground = np.asarray([p for p, fg in clicks if fg], dtype=np.float64).reshape(-1, 3)
-        background = np.asarray([p for p, fg in clicks if not fg], dtype=np.float64).reshape(-1, 3)
+        foreground, background = split_clicks(clicks)
         state["previous"] = predictor.segment(volume, apply_affine(orig_to_vol, foreground),
                                               apply_affine(orig_to_vol, background), previous=state["previous"],
                                               label=label)
