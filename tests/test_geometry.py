@@ -60,18 +60,22 @@ def rotation_z(degrees: float) -> np.ndarray:
 
 
 @pytest.mark.parametrize("degrees", [0.0, 17.0])  # orthogonal grids use index lookup, oblique ones grid_sample
-def test_paste_crop_mask_is_nearest_neighbour_of_every_voxel(degrees):
+@pytest.mark.parametrize("small", [False, True])  # a small object: only its bounding box is looked up
+def test_paste_crop_mask_is_nearest_neighbour_of_every_voxel(degrees, small):
     rng = np.random.default_rng(0)
     mask = torch.as_tensor(rng.random((16, 16, 16)) > 0.5)
+    if small:
+        mask[:5], mask[11:], mask[:, :7], mask[:, 12:], mask[..., 9:] = False, False, False, False, False
     crop = Crop(origin=(3.13, -2.21, 5.37), size=16, zoom=1.5)  # off the voxel grid: no rounding ties
     orig_to_vol = rotation_z(degrees) @ np.array([[0, 0, -0.8, 20], [1.2, 0, 0, -1], [0, 0.73, 0, 4], [0, 0, 0, 1.0]])
     shape = (40, 30, 35)
-    out = torch.zeros(shape, dtype=torch.bool)
+    # an earlier pass's mask everywhere, in the Fortran-ordered memory the result writers want
+    out = torch.ones(shape[::-1], dtype=torch.bool).permute(2, 1, 0)
     paste_crop_mask(mask, crop, orig_to_vol, shape, out)
     voxels = np.argwhere(np.ones(shape, dtype=bool))
     in_crop = np.floor(apply_affine(crop.volume_to_crop @ orig_to_vol, voxels) + 0.5).astype(int)
     covered = np.all((in_crop >= 0) & (in_crop < 16), axis=1)
-    expected = np.zeros(shape, dtype=bool)
+    expected = np.ones(shape, dtype=bool)
     hits = voxels[covered]
     expected[hits[:, 0], hits[:, 1], hits[:, 2]] = mask.numpy()[tuple(in_crop[covered].T)]
     mismatched = (out.numpy() != expected).sum()

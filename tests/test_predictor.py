@@ -14,9 +14,9 @@ import torch
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Spacingd
 
 from lib.engine.model_store import ModelStore
-from lib.engine.predictor import InteractivePredictor
+from lib.engine.predictor import InteractivePredictor, upsampled_output
 from lib.infers.sam3d import Sam3DInfer
-from lib.prompts.geometry import apply_affine, original_to_volume
+from lib.prompts.geometry import Crop, apply_affine, original_to_volume
 from lib.transforms.preprocess import VolumeCache, load_model_volume
 from tests.conftest import lps_anisotropic_affine, write_nifti
 
@@ -164,3 +164,20 @@ def test_a_click_always_changes_the_mask_where_it_was_placed(starter_checkpoint,
     second = predictor.segment(volume, both[:1], both[1:], previous=first, follow_border=False)
     mask = predictor.to_original_mask(volume, second)
     assert mask[tuple(noise_voxel)] and not mask[tuple(box_voxel)]
+
+
+@pytest.mark.parametrize("where", ["inside", "at the border", "nowhere", "everywhere"])
+def test_upsampling_only_around_positive_logits_thresholds_the_same(where):
+    rng = np.random.default_rng(1)
+    logits = torch.as_tensor(-rng.random((1, 1, 16, 16, 16)) * 5.0, dtype=torch.float32)
+    if where == "inside":
+        logits[..., 5:8, 6:9, 7:11] = torch.as_tensor(rng.normal(1.0, 2.0, (3, 3, 4)), dtype=torch.float32)
+    elif where == "at the border":
+        logits[..., :3, 13:, 4:6] = 3.0
+    elif where == "everywhere":
+        logits = logits + 4.0
+    crop = Crop(origin=(0.0, 0.0, 0.0), size=64)
+    full = torch.nn.functional.interpolate(logits, size=(64,) * 3, mode="trilinear", align_corners=False)
+    fast = upsampled_output(logits, crop, positive_only=True)
+    assert torch.equal(fast > 0, full > 0)
+    assert (full > 0).any() == (where != "nowhere")

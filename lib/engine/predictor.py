@@ -22,6 +22,7 @@ from lib.prompts.geometry import (
     paste_crop_mask,
     place_crop,
     sample_crop,
+    true_bounds,
 )
 from lib.transforms.preprocess import ModelVolume
 
@@ -68,8 +69,8 @@ def honour_clicks(output: torch.Tensor, crop: Crop, foreground: np.ndarray, back
     """``output`` logits (1, 1, n, n, n) over ``crop`` with every click's sign imposed on the 2x2x2 voxels around
     it, so that a click always changes the mask where it was placed: a foreground click lies inside the mask and a
     background click outside, whatever the network predicted there. Applied to the fine pass at the crop's full
-    resolution, it changes at most two crop voxels per axis around each click."""
-    out = output.clone()
+    resolution, it changes at most two crop voxels per axis around each click. ``output`` is changed in place."""
+    out = output
     n = out.shape[-1]
     for points, sign in ((foreground, 1.0), (background, -1.0)):
         if len(points) == 0:
@@ -294,23 +295,47 @@ class InteractivePredictor:
     @staticmethod
     def to_original_mask(volume: ModelVolume, segmentation: Segmentation) -> torch.Tensor:
         """The mask on the stored image's grid: each pass's logits upsampled to its crop and thresholded (as the
-        reference does), then looked up by nearest neighbour; the fine pass overwrites the coarse one."""
-        out = torch.zeros(volume.original_shape, dtype=torch.bool)
-        _paste_passes(volume, segmentation, out, lambda logits: logits > 0)
+        reference does), then looked up by nearest neighbour; the fine pass overwrites the coarse one. Its memory is
+        in Fortran order (the first axis fastest), as NIfTI and NRRD files store voxels, so writing it needs no
+        transposed copy."""
+        out = torch.zeros(volume.original_shape[::-1], dtype=torch.bool).permute(2, 1, 0)
+        _paste_passes(volume, segmentation, out, lambda logits: logits > 0, positive_only=True)
         return out
 
     @staticmethod
     def to_original_logits(volume: ModelVolume, segmentation: Segmentation) -> torch.Tensor:
         """Like :meth:`to_original_mask`, but the upsampled logits themselves (-inf where no pass reaches)."""
         out = torch.full(volume.original_shape, float("-inf"))
-        _paste_passes(volume, segmentation, out, lambda logits: logits)
+        _paste_passes(volume, segmentation, out, lambda logits: logits, positive_only=False)
         return out
 
 
-def _paste_passes(volume: ModelVolume, segmentation: Segmentation, out: torch.Tensor, values) -> None:
+def upsampled_output(output: torch.Tensor, crop: Crop, positive_only: bool) -> torch.Tensor:
+    """A pass's (1, 1, r, r, r) output logits upsampled trilinearly to its crop's size (as the reference does).
+
+    ``positive_only``: only the box around the positive logits, one low-res voxel wider, is upsampled (every other
+    output voxel interpolates non-positive logits only) and the rest is -1, so that thresholding at zero gives the
+    same mask for less work."""
+    size = (crop.size,) * 3
+    r = output.shape[-1]
+    if not positive_only or crop.size % r:
+        return F.interpolate(output, size=size, mode="trilinear", align_corners=False)
+    scale = crop.size // r
+    out = torch.full((1, 1, *size), -1.0)
+    bounds = true_bounds(output[0, 0] > 0)
+    if bounds is not None:
+        box = tuple(slice(max(low - 1, 0), min(high + 1, r)) for low, high in bounds)
+        part = F.interpolate(output[(0, 0, *box)][None, None], scale_factor=scale, mode="trilinear",
+                             align_corners=False)
+        out[(0, 0, *(slice(b.start * scale, b.stop * scale) for b in box))] = part[0, 0]
+    return out
+
+
+def _paste_passes(volume: ModelVolume, segmentation: Segmentation, out: torch.Tensor, values,
+                  positive_only: bool) -> None:
     orig_to_vol = original_to_volume(volume.original_affine, volume.affine)
     for p in segmentation.passes:
-        upsampled = F.interpolate(p.output, size=(p.crop.size,) * 3, mode="trilinear", align_corners=False)
+        upsampled = upsampled_output(p.output, p.crop, positive_only)
         if p is segmentation.fine:
-            upsampled = honour_clicks(upsampled, p.crop, *segmentation.clicks)
+            honour_clicks(upsampled, p.crop, *segmentation.clicks)  # whatever the value, so also outside the box
         paste_crop_mask(values(upsampled[0, 0]), p.crop, orig_to_vol, volume.original_shape, out)

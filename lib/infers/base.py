@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 from monai.data import MetaTensor
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 
 from lib.engine.predictor import InteractivePredictor
-from lib.errors import InvalidRequest
+from lib.infers.result_file import WRITTEN_HERE, result_dtype, write_result
+from lib.settings import TRUE_WORDS
 from lib.transforms.preprocess import LoadModelVolumed, VolumeCache
 
 
@@ -50,18 +48,13 @@ class ModelSpaceInferTask(BasicInferTask):
         return []
 
     def writer(self, data: dict[str, Any], extension=None, dtype=None) -> tuple[Any, Any]:
-        """NIfTI results written directly with nibabel on the stored image's affine (fast, no ITK start-up, and
-        MONAI's NIfTI writer fails on axis-permuting affines); other formats as MONAI Label writes them."""
+        """NIfTI and NRRD results written directly (:mod:`lib.infers.result_file`: no ITK copies, and MONAI's NIfTI
+        writer fails on axis-permuting affines); other formats as MONAI Label writes them."""
         ext = data.get("result_extension") or ".nii.gz"
-        if ext not in (".nii", ".nii.gz"):
+        if ext not in WRITTEN_HERE:
             return super().writer(data, extension, dtype)
         label: MetaTensor = data[self.output_label_key]
-        try:
-            dtype = np.dtype(data.get("result_dtype") or np.uint8)
-        except TypeError as e:
-            raise InvalidRequest(f"Unknown result_dtype {data.get('result_dtype')!r}") from e
-        array = np.asarray(label.array, dtype=dtype)
-        handle, path = tempfile.mkstemp(suffix=ext)
-        os.close(handle)
-        nib.save(nib.Nifti1Image(array, np.asarray(label.affine, dtype=np.float64)), path)
-        return path, data.get(self.output_json_key, {})
+        # MetaTensor.array would make a C-ordered copy; the tensor's own numpy view keeps the mask's memory order
+        array = np.asarray(label.as_tensor().cpu().numpy(), dtype=result_dtype(data.get("result_dtype")))
+        compress = str(data.get("result_compress", False)).strip().lower() in TRUE_WORDS
+        return write_result(array, label.affine, ext, compress), data.get(self.output_json_key, {})

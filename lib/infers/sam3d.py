@@ -99,7 +99,7 @@ class Sam3DInfer(ModelSpaceInferTask):
             "refined": segmentation.fine.refined is not None,  # served by the mask refiner, not the decoder alone
             "prompts": [r.kind for r in regions],
             "model_ms": round(model_ms, 1),
-            "voxels": int(mask.sum()),
+            "voxels": int(torch.count_nonzero(mask)),
         }
         return data
 

@@ -51,7 +51,11 @@ class Crop:
 
     @property
     def volume_to_crop(self) -> np.ndarray:
-        return np.linalg.inv(self.crop_to_volume)
+        """The inverse of :attr:`crop_to_volume` (a scale and a shift, inverted in closed form)."""
+        m = np.eye(4)
+        m[:3, :3] /= self.zoom
+        m[:3, 3] = -(np.asarray(self.origin) + (self.zoom - 1.0) / 2.0) / self.zoom
+        return m
 
     def extent(self) -> tuple[np.ndarray, np.ndarray]:
         """Lowest and highest volume voxel coordinates covered by the crop (voxel edges)."""
@@ -134,6 +138,29 @@ def _axis_permutation(matrix: np.ndarray) -> list[int] | None:
     return [int(np.argmax(nonzero[:, a])) for a in range(3)]
 
 
+def _index_range(nearest: list[np.ndarray], bounds: list[tuple[int, int]]) -> tuple[slice, ...] | None:
+    """Per output axis, the slice of positions whose nearest source index lies in ``[low, high)`` (contiguous,
+    because each axis map is monotonic); None when an axis has none."""
+    target = []
+    for index, (low, high) in zip(nearest, bounds, strict=True):
+        inside = np.flatnonzero((index >= low) & (index < high))
+        if len(inside) == 0:
+            return None
+        target.append(slice(int(inside[0]), int(inside[-1]) + 1))
+    return tuple(target)
+
+
+def true_bounds(mask: torch.Tensor) -> list[tuple[int, int]] | None:
+    """Per axis, the half-open index range holding every True voxel of ``mask``; None when it has none."""
+    bounds = []
+    for axis in range(mask.ndim):
+        hits = torch.nonzero(mask.any(dim=[d for d in range(mask.ndim) if d != axis])).flatten()
+        if len(hits) == 0:
+            return None
+        bounds.append((int(hits[0]), int(hits[-1]) + 1))
+    return bounds
+
+
 def paste_crop_mask(
     mask: torch.Tensor, crop: Crop, original_to_vol: np.ndarray, original_shape: tuple[int, ...], out: torch.Tensor
 ) -> None:
@@ -151,16 +178,25 @@ def paste_crop_mask(
     source_axes = _axis_permutation(original_to_crop)
     region = out[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
     if source_axes is not None:
-        values, target = mask.permute(*source_axes), []
+        nearest = []
         for a, p in enumerate(source_axes):
             coordinate = original_to_crop[p, a] * np.arange(lo[a], hi[a]) + original_to_crop[p, 3]
-            nearest = np.floor(coordinate + 0.5).astype(np.int64)
-            valid = np.flatnonzero((nearest >= 0) & (nearest < crop.size))  # contiguous: the map is monotonic
-            if len(valid) == 0:
+            nearest.append(np.floor(coordinate + 0.5).astype(np.int64))
+        target = _index_range(nearest, [(0, crop.size)] * 3)
+        if target is None:
+            return
+        if mask.dtype == torch.bool:  # clear what the crop covers, then look up only the mask's bounding box
+            region[target] = False
+            box = true_bounds(mask)
+            if box is None:
                 return
-            target.append(slice(int(valid[0]), int(valid[-1]) + 1))
-            values = values.index_select(a, torch.as_tensor(nearest[valid]))
-        region[tuple(target)] = values
+            target = _index_range(nearest, [box[p] for p in source_axes])
+            if target is None:
+                return
+        values = mask.permute(*source_axes)
+        for a, (index, part) in enumerate(zip(nearest, target, strict=True)):
+            values = values.index_select(a, torch.as_tensor(index[part]))
+        region[target] = values
         return
     grid = _normalised_grid(original_to_crop, shape, (crop.size,) * 3, tuple(int(v) for v in lo))
     sampled = F.grid_sample(mask[None, None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)

@@ -71,7 +71,9 @@ def rounded_extrusion(area: np.ndarray, axis: int, index: int, shape: tuple[int,
 
 def apply_regions(mask: torch.Tensor, regions: list[RegionPrompt]) -> torch.Tensor:
     """``mask`` with every region's ``prior`` kept outside its ``editable`` voxels, its ``exclude`` voxels cleared
-    and its ``include`` voxels set."""
+    and its ``include`` voxels set (``mask`` itself when there are none)."""
+    if not regions:
+        return mask
     out = mask.clone()
     for region in regions:
         if region.editable is not None and region.prior is not None:
