@@ -1,4 +1,5 @@
-"""Adapter fine-tuning: wall time, and Dice at 1 and 5 clicks per class on held-out volumes before and after.
+"""Adapter fine-tuning: wall time, Dice at 1 and 5 clicks per class on held-out volumes before and after, and
+whether the trainer's no-forgetting check published the fine-tune.
 
     python -m bench.finetune --data data/sample/studies --eval-data data/sample/eval --out out/finetune.json
 
@@ -24,6 +25,7 @@ from lib.engine.predictor import InteractivePredictor
 from lib.engine.runtime import MODEL_SPACING_MM
 from lib.trainers.sam3d_adapters import Sam3DAdapterTrain
 from lib.training.evaluate import click_trials, mean_dice_table
+from lib.training.forgetting import forgotten
 
 REPORTED_CLICKS = (1, 5)
 
@@ -38,7 +40,8 @@ def main() -> None:
     p = parser(__doc__, "data/sample/studies")
     p.add_argument("--eval-data", type=Path, default=REPO_ROOT / "data" / "sample" / "eval")
     p.add_argument("--minutes", type=float, default=8.0, help="training time budget")
-    p.add_argument("--val-split", type=float, default=0.0, help="part of --data held out for validation")
+    p.add_argument("--val-split", type=float, default=0.2,
+                   help="part of --data held out for validation (0: no validation, so no forgetting check)")
     p.add_argument("--state", type=Path, default=None, help="where the adapters go (default: a temporary folder)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -76,6 +79,8 @@ def main() -> None:
         "dice_before": before,
         "dice_after": after,
         "dice_change": delta,
+        "forgotten_on_eval": forgotten(before, after),  # classes losing more than the tolerance, held-out volumes
+        "publication": stats.get("publication"),
         "eval_seconds_each": round(eval_seconds, 1),
         "machine": machine(),
     }, args.out)

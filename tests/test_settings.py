@@ -22,8 +22,8 @@ def test_defaults():
     assert settings.train.options() == {
         "max_epochs": 100, "max_minutes": 8.0, "val_split": 0.2, "max_clicks": 5, "crops_per_volume": 4,
         "lr": 5e-4, "bottleneck": 32, "train_norms": True, "train_prompt_encoder": True,
-        "train_mask_decoder": True, "continue_from_published": True, "seed": 0, "dataset": "CacheDataset",
-        "dataloader": "ThreadDataLoader", "tracking": "None",
+        "train_mask_decoder": True, "continue_from_published": True, "keep_known_classes": True, "seed": 0,
+        "dataset": "CacheDataset", "dataloader": "ThreadDataLoader", "tracking": "None",
     }
 
 

@@ -2,7 +2,8 @@
 
 The base weights stay frozen; spatial adapters (plus, by default, encoder norms, prompt encoder and mask decoder)
 learn from simulated interactive sessions on each saved class. The best-validated state is published as the next
-adapter version, which the infers pick up on their next request.
+adapter version, which the infers pick up on their next request, unless it loses Dice on a class the served model
+already segments (:mod:`lib.training.forgetting`): then the served state stays.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from lib.trainers.click_steps import (
     ClickValidationStep,
 )
 from lib.trainers.datalist import training_datalist
+from lib.training.forgetting import TOLERANCE, class_click_dice, forgotten
 from lib.transforms.training import LoadTrainingPaird, ObjectCropsd, RandClickCropd
 
 logger = logging.getLogger(__name__)
@@ -62,6 +64,7 @@ class Sam3DAdapterTrain(BasicTrainTask):
                  description: str = "Fine-tune 3D SAM adapters on saved final labels (simulated clicks)"):
         self.models = models
         self.spacing = spacing
+        self.outcome: dict[str, Any] = {}
         super().__init__(
             model_dir=model_dir,
             description=description,
@@ -81,7 +84,8 @@ class Sam3DAdapterTrain(BasicTrainTask):
         os.makedirs(self._model_dir, exist_ok=True)
         try:
             with FileLock(os.path.join(self._model_dir, ".train.lock"), timeout=0):
-                return super().__call__(request, datastore)
+                self.outcome = {}
+                return {**super().__call__(request, datastore), "publication": self.outcome}
         except Timeout as e:
             raise RuntimeError("Another training run is in progress for this model; try again when it ends") from e
 
@@ -204,7 +208,7 @@ class Sam3DAdapterTrain(BasicTrainTask):
         super().finalize(context)
         context.trainer.add_event_handler(Events.ITERATION_COMPLETED, TimeBudget(float(context.request["max_minutes"])))
         if context.local_rank == 0:
-            AdapterPublisher(self.models, context).attach(context.trainer, context.evaluator)
+            AdapterPublisher(self.models, context, self.outcome).attach(context.trainer, context.evaluator)
 
 
 class TimeBudget:
@@ -223,9 +227,10 @@ class TimeBudget:
 class AdapterPublisher:
     """Keeps the trainable state of the best validation and publishes it once when training ends."""
 
-    def __init__(self, models: ModelStore, context: Context):
+    def __init__(self, models: ModelStore, context: Context, outcome: dict[str, Any]):
         self.models = models
         self.context = context
+        self.outcome = outcome  # what happened at the end: the version published (None: kept) and the check
         self.best: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
         self.published = False
 
@@ -244,11 +249,47 @@ class AdapterPublisher:
             self.best = (trainable_state(self._sam()), {**metrics, "epoch": evaluator.state.epoch})
             logger.info("Best validation so far: %s", self.best[1])
 
+    def trained_classes(self) -> list[str]:
+        return sorted({name for item in self.context.train_datalist for name in item["classes"]})
+
+    def forgetting_check(self, state: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """Per-class validation Dice of the served model and of ``state``, the route that serves each trained class
+        best with ``state`` (the decoder it fine-tuned, or the click refiner it kept serving), and the classes
+        ``state`` forgets."""
+        evaluator = self.context.evaluator
+        if not request_flag(self.context.request, "keep_known_classes"):
+            return {"checked": False, "reason": "keep_known_classes is off"}
+        if evaluator is None:
+            return {"checked": False, "reason": "no validation labels (val_split 0 or a single label)"}
+        seed = int(self.context.request["seed"])
+        served_model, served_version = self.models.get()
+        served = class_click_dice(served_model, evaluator.data_loader, served_model.refines, seed)
+        self.context.network.load_state_dict(state)
+        sam = self._sam()
+        candidate = class_click_dice(sam, evaluator.data_loader, lambda name: False, seed)
+        refiner_classes = []
+        if sam.mask_refiner is not None:
+            refined = class_click_dice(sam, evaluator.data_loader, sam.refines, seed)
+            for name, per_click in refined.items():
+                if sam.refines(name) and np.mean(list(per_click.values())) > np.mean(list(candidate[name].values())):
+                    candidate[name] = per_click
+                    refiner_classes.append(name)
+        return {"checked": True, "served_version": served_version, "served": served, "candidate": candidate,
+                "refiner_classes": sorted(refiner_classes), "tolerance": TOLERANCE,
+                "forgotten": forgotten(served, candidate)}
+
     def publish(self, trainer: Engine) -> None:
         if self.published:
             return
+        self.published = True
         state, metrics = self.best or (trainable_state(self._sam()), {"epoch": trainer.state.epoch})
         metrics["train_dice"] = round(float(trainer.state.metrics.get("train_dice", float("nan"))), 4)
+        check = self.forgetting_check(state)
+        self.outcome.update(forgetting=check, published=None)
+        if check.get("forgotten"):
+            logger.warning("Not publishing: the fine-tune loses more than %.2f Dice on %s; %s stays served",
+                           TOLERANCE, check["forgotten"], check["served_version"])
+            return
         sam = self._sam()
         context = self.context
         registry = self.models.registry()
@@ -256,7 +297,8 @@ class AdapterPublisher:
             "variant": sam.variant,
             "bottleneck": sam.image_encoder.adapters[0].down.out_features,
             "base_name": "+".join(p.name for p in self.models.files()),
-            "classes": sorted({name for item in context.train_datalist for name in item["classes"]}),
+            # the classes the fine-tuned decoder serves from now on (validation may keep some on the click refiner)
+            "classes": [c for c in self.trained_classes() if c not in check.get("refiner_classes", ())],
             "trained_on": [{"id": item["id"], "label_ts": item.get("label_ts")} for item in context.train_datalist],
             "validated_on": [{"id": item["id"], "label_ts": item.get("label_ts")} for item in context.val_datalist],
             "metrics": metrics,
@@ -266,6 +308,7 @@ class AdapterPublisher:
             "seconds": round(time.time() - context.start_ts, 1),
             "trainable_parameters": context.trainable_parameters,
             "continued_from": context.published_before,
+            "forgetting": check,
         })
-        self.published = True
+        self.outcome["published"] = version
         logger.info("Adapter version %d published (metrics %s)", version, metrics)
