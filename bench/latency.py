@@ -1,4 +1,5 @@
 """Click latency through the real server, plus encoder/decoder time, for starter, FastSAM3D and SAM-Med3D sizes.
+Requests ask for the result 3D Slicer and OHIF ask for (``.nrrd``, ``uint8``).
 
     python -m bench.latency --data data/sample/studies --checkpoint model/starter.pt --out out/latency.json
 
@@ -21,6 +22,9 @@ from bench.common import emit, machine, parser, studies_with_classes
 from lib.model import build_sam3d, load_sam3d
 from lib.prompts.simulation import first_click, next_click
 from tests.server import client, running_server
+
+# the result 3D Slicer's MONAI Label module and OHIF's panel ask for: raw NRRD, one byte per voxel
+CLIENT_RESULT = {"result_extension": ".nrrd", "result_dtype": "uint8"}
 
 
 def random_official_checkpoints(folder: Path) -> dict[str, dict[str, str]]:
@@ -90,7 +94,7 @@ def server_round_trips(url: str, plan) -> dict[str, float]:
             ("follow", {"foreground": [a, b], "background": [], "label": name}),
         ):
             start = time.perf_counter()
-            _, result = c.infer("sam3d", image_id, params)
+            _, result = c.infer("sam3d", image_id, {**params, **CLIENT_RESULT})
             elapsed = time.perf_counter() - start
             hits = result["embedding_cached"]
             if bucket == "cold" or (bucket == "first" and not all(hits)) or (bucket == "follow" and all(hits)):
@@ -103,7 +107,7 @@ def server_round_trips(url: str, plan) -> dict[str, float]:
 
 def main() -> None:
     p = parser(__doc__, "data/sample/studies")
-    p.add_argument("--images", type=int, default=3)
+    p.add_argument("--images", type=int, default=6)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--label", default=None,
                    help="object name sent with the clicks (default: the stored class's name); a name the starter's "

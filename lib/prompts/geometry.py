@@ -152,9 +152,10 @@ def _index_range(nearest: list[np.ndarray], bounds: list[tuple[int, int]]) -> tu
 
 def true_bounds(mask: torch.Tensor) -> list[tuple[int, int]] | None:
     """Per axis, the half-open index range holding every True voxel of ``mask``; None when it has none."""
+    values = mask.view(torch.uint8)  # amax over bytes is many times faster than any() over bools
     bounds = []
     for axis in range(mask.ndim):
-        hits = torch.nonzero(mask.any(dim=[d for d in range(mask.ndim) if d != axis])).flatten()
+        hits = torch.nonzero(values.amax(dim=tuple(d for d in range(mask.ndim) if d != axis))).flatten()
         if len(hits) == 0:
             return None
         bounds.append((int(hits[0]), int(hits[-1]) + 1))
