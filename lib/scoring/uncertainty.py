@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,16 +40,20 @@ def binary_entropy(p: torch.Tensor) -> torch.Tensor:
     return -(p * torch.log2(p) + (1 - p) * torch.log2(1 - p))
 
 
-def volume_uncertainty(predictor: InteractivePredictor, volume: ModelVolume, per_class: dict[str, torch.Tensor],
-                       background: torch.Tensor, samples: int, seed: int = 0) -> Uncertainty:
-    """``samples`` predictions with jittered prompts; entropy of the mean foreground probability per class."""
+def jittered_probabilities(predictor: InteractivePredictor, volume: ModelVolume, per_class: dict[str, torch.Tensor],
+                           background: torch.Tensor, samples: int, seed: int = 0
+                           ) -> Iterator[tuple[int, str, torch.Tensor]]:
+    """``samples`` automatic predictions with jittered prompts, one class at a time: (sample, class name, foreground
+    probability on the stored image's grid, zeros where the class is not found)."""
     rng = np.random.default_rng(seed)
-    mean: dict[str, torch.Tensor] = {}
-    for _ in range(samples):
+    for sample in range(samples):
         for name, logits, _ in class_logits(predictor, volume, per_class, background, rng=rng):
-            probability = torch.zeros(volume.original_shape) if logits is None else torch.sigmoid(logits)
-            mean[name] = mean.get(name, 0) + probability / samples
-    entropy = torch.zeros(volume.original_shape)
+            yield sample, name, torch.zeros(volume.original_shape) if logits is None else torch.sigmoid(logits)
+
+
+def summarise(mean: dict[str, torch.Tensor], shape: tuple[int, ...]) -> Uncertainty:
+    """The entropy map and scores of per-class mean foreground probabilities."""
+    entropy = torch.zeros(shape)
     per_class = {}
     for name, p in mean.items():
         class_entropy = binary_entropy(p)
@@ -56,6 +61,15 @@ def volume_uncertainty(predictor: InteractivePredictor, volume: ModelVolume, per
         per_class[name] = round(float(class_entropy[plausible].mean()) if plausible.any() else 0.0, 4)
         entropy = torch.maximum(entropy, class_entropy)
     return Uncertainty(entropy, round(float(np.mean(list(per_class.values()))), 4), per_class)
+
+
+def volume_uncertainty(predictor: InteractivePredictor, volume: ModelVolume, per_class: dict[str, torch.Tensor],
+                       background: torch.Tensor, samples: int, seed: int = 0) -> Uncertainty:
+    """``samples`` predictions with jittered prompts; entropy of the mean foreground probability per class."""
+    mean: dict[str, torch.Tensor] = {}
+    for _, name, probability in jittered_probabilities(predictor, volume, per_class, background, samples, seed):
+        mean[name] = mean.get(name, 0) + probability / samples
+    return summarise(mean, volume.original_shape)
 
 
 class Sam3DUncertaintyScoring(ScoringMethod):
