@@ -1,10 +1,14 @@
 """Spatial adapters: start identical to the base, leave base keys alone, train only what they should."""
 
+import numpy as np
 import pytest
 import torch
+from monai.losses import DiceCELoss
 
 from lib.model import build_sam3d
 from lib.model.adapters import add_adapters, set_trainable, trainable_state
+from lib.prompts.simulation import simulated_click_loss
+from lib.trainers.click_steps import ClickTrainingModule
 
 
 def test_adapted_model_starts_identical_and_keeps_base_keys():
@@ -43,3 +47,22 @@ def test_trainable_parameters_are_a_small_fraction(variant):
     trainable = set_trainable(model, prompt_encoder=False, mask_decoder=False)
     total = sum(p.numel() for p in model.parameters())
     assert 0 < trainable < 0.05 * total
+
+
+def test_adapter_training_sessions_never_run_the_click_refiner():
+    """Classes the adapters learn join those the decoder serves alone, so the trainer's simulated sessions must train
+    and validate the decoder's masks, never the click refiner's."""
+    torch.manual_seed(0)
+    model = add_adapters(build_sam3d("starter", refiner="clicks"))
+    set_trainable(model)
+    calls: list[int] = []
+    model.mask_refiner.register_forward_hook(lambda *_: calls.append(1))
+    image = torch.randn(1, 1, 128, 128, 128)
+    target = torch.zeros(1, 1, 128, 128, 128)
+    target[..., 40:90, 40:90, 40:90] = 1.0
+    outcome = ClickTrainingModule(model)(image, target, 2)
+    outcome.loss.backward()
+    assert len(outcome.dices) == 2 and not calls
+    with torch.no_grad():  # the same session on the refiner's route does call it: the hook would have seen it
+        simulated_click_loss(model, image, target, 1, DiceCELoss(sigmoid=True), np.random.default_rng(0))
+    assert calls
