@@ -56,6 +56,7 @@ class Segmentation:
     embedding_hits: list[bool] = field(default_factory=list)
     # foreground and background clicks (model-space volume voxels), honoured in the fine pass's result
     clicks: tuple[np.ndarray, np.ndarray] = field(default_factory=lambda: (np.zeros((0, 3)), np.zeros((0, 3))))
+    continued: bool = False  # made from the object's previous prediction (its logits fed back)
 
     @property
     def fine(self) -> CropLogits:
@@ -290,7 +291,8 @@ class InteractivePredictor:
                 passes.insert(0, self.predict(model, volume, coarse, coarse_embedding, foreground, background,
                                               previous.pass_at(coarse) if previous else None, refine=refine))
                 hits.insert(0, coarse_hit)
-        return Segmentation(passes=passes, model_version=version, embedding_hits=hits, clicks=(foreground, background))
+        return Segmentation(passes=passes, model_version=version, embedding_hits=hits, clicks=(foreground, background),
+                            continued=previous is not None)
 
     @staticmethod
     def to_original_mask(volume: ModelVolume, segmentation: Segmentation) -> torch.Tensor:

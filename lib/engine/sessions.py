@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Hashable
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ class ObjectState:
     foreground: np.ndarray
     background: np.ndarray
     segmentation: Segmentation
+    masks: frozenset[str] = frozenset()  # digests of uploaded masks the session continues from (see mask_digest)
 
     @property
     def nbytes(self) -> int:
@@ -36,11 +38,22 @@ class ObjectSessions:
     def __init__(self, max_bytes: int = 256 << 20):
         self._states = BoundedCache(max_bytes)
 
-    def previous(self, key: Hashable, foreground: np.ndarray, background: np.ndarray) -> Segmentation | None:
+    def previous(self, key: Hashable, foreground: np.ndarray, background: np.ndarray,
+                 upload: str | None = None) -> Segmentation | None:
+        """The stored prediction when the clicks extend the stored ones and the uploaded mask, if any (its
+        :func:`mask_digest`), is one the session knows: the mask it started from or the last result it returned
+        (a client correcting a label re-sends one or the other with every click)."""
         state: ObjectState | None = self._states.get(key)
-        if state and _extends(state.foreground, foreground) and _extends(state.background, background):
+        if (state and _extends(state.foreground, foreground) and _extends(state.background, background)
+                and (upload is None or upload in state.masks)):
             return state.segmentation
         return None
 
-    def store(self, key: Hashable, foreground: np.ndarray, background: np.ndarray, seg: Segmentation) -> None:
-        self._states.put(key, ObjectState(foreground.copy(), background.copy(), seg))
+    def store(self, key: Hashable, foreground: np.ndarray, background: np.ndarray, seg: Segmentation,
+              masks: frozenset[str] = frozenset()) -> None:
+        self._states.put(key, ObjectState(foreground.copy(), background.copy(), seg, masks))
+
+
+def mask_digest(mask: np.ndarray) -> str:
+    """A short fingerprint of a binary mask's voxels."""
+    return hashlib.blake2b(np.packbits(np.asarray(mask, dtype=bool)).tobytes(), digest_size=16).hexdigest()

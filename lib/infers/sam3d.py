@@ -13,7 +13,7 @@ from monai.transforms import LoadImage
 from monailabel.interfaces.tasks.infer_v2 import InferType
 
 from lib.engine.predictor import InteractivePredictor, Segmentation
-from lib.engine.sessions import ObjectSessions
+from lib.engine.sessions import ObjectSessions, mask_digest
 from lib.errors import InvalidRequest, UnreadableImage
 from lib.infers.base import ModelSpaceInferTask
 from lib.prompts.box import box_prompt, request_box
@@ -97,6 +97,7 @@ class Sam3DInfer(ModelSpaceInferTask):
             "embedding_cached": segmentation.embedding_hits,
             "crops": [{"origin": list(p.crop.origin), "zoom": p.crop.zoom} for p in segmentation.passes],
             "refined": segmentation.fine.refined is not None,  # served by the mask refiner, not the decoder alone
+            "continued": segmentation.continued,  # from the object's previous prediction, not from scratch
             "prompts": [r.kind for r in regions],
             "model_ms": round(model_ms, 1),
             "voxels": int(torch.count_nonzero(mask)),
@@ -111,9 +112,12 @@ class Sam3DInfer(ModelSpaceInferTask):
         prior) and a ``box`` ((3, 2) stored-image voxel bounds; without one, the mask to refine and the clicks) that
         centres and sizes the crop; the regions' bounds and strokes hold in the result. Sessions are kept per
         (image, ``name``, ``client``, region prompts) and continue while the annotator's own clicks extend the
-        stored ones."""
+        stored ones, also when the uploaded mask is the one the session started from or the result it last returned
+        (a correction re-sends it with every click): then the session's logits, not the upload, are the mask
+        prompt."""
         object_key = (volume.source, name, client, tuple((r.kind, r.key) for r in regions))
-        previous = None if previous_mask is not None else self.sessions.previous(object_key, foreground, background)
+        upload = None if previous_mask is None else mask_digest(previous_mask.numpy())
+        previous = self.sessions.previous(object_key, foreground, background, upload)
         own_clicks = foreground, background
         foreground = np.concatenate([*(r.foreground for r in regions), foreground]).reshape(-1, 3)
         background = np.concatenate([*(r.background for r in regions), background]).reshape(-1, 3)
@@ -121,6 +125,8 @@ class Sam3DInfer(ModelSpaceInferTask):
         if len(foreground) == 0 and previous_mask is None and not priors:
             raise InvalidRequest("At least one 'foreground' click (or a box, a lasso or a previous mask) is required")
 
+        if previous is not None:
+            previous_mask = None  # the session continues
         orig_to_vol = original_to_volume(volume.original_affine, volume.affine)
         fg_vol = apply_affine(orig_to_vol, foreground)
         bg_vol = apply_affine(orig_to_vol, background)
@@ -138,9 +144,10 @@ class Sam3DInfer(ModelSpaceInferTask):
             volume, fg_vol, bg_vol, previous=previous, previous_mask=previous_mask, anchor=anchor, label=name,
             box_extent=box_extent,
         )
-        self.sessions.store(object_key, *own_clicks, segmentation)
-        mask = self.predictor.to_original_mask(volume, segmentation).to(torch.uint8)
-        return apply_regions(mask, regions), segmentation
+        mask = apply_regions(self.predictor.to_original_mask(volume, segmentation).to(torch.uint8), regions)
+        known = frozenset() if upload is None else frozenset({upload, mask_digest(mask.numpy())})
+        self.sessions.store(object_key, *own_clicks, segmentation, known)
+        return mask, segmentation
 
     @staticmethod
     def _uploaded_label(data: dict[str, Any], shape: tuple[int, ...], what: str) -> np.ndarray | None:
