@@ -118,15 +118,20 @@ class ClickSession:
 
 
 def run_session(segment: Segmenter, target: np.ndarray, max_clicks: int, min_clicks: int = 0,
-                stop_dice: float | None = None, first: np.ndarray | None = None) -> ClickSession:
+                stop_dice: float | None = None, first: np.ndarray | None = None,
+                start: np.ndarray | None = None) -> ClickSession:
     """Click until ``max_clicks``, or stop once at least ``min_clicks`` were made and Dice reached ``stop_dice``.
 
     Each click goes to the most interior voxel of the largest error region (``first``, when given, replaces the
     first one); ``segment`` sees all clicks so far and keeps its own state, such as the previous prediction. A
-    perfect prediction needs no more clicks: its Dice is repeated up to ``max_clicks``.
+    perfect prediction needs no more clicks: its Dice is repeated up to ``max_clicks``. ``start`` is the mask the
+    annotator begins from (an automatic result; empty by default): when it already reaches ``stop_dice``, the
+    session makes no click.
     """
-    prediction = np.zeros(target.shape, dtype=bool)
+    prediction = np.zeros(target.shape, dtype=bool) if start is None else np.asarray(start, dtype=bool)
     session = ClickSession([], [], [])
+    if start is not None and stop_dice is not None and min_clicks == 0 and dice(prediction, target) >= stop_dice:
+        return session
     while len(session.dices) < max_clicks:
         click = (first, True) if first is not None and not session.clicks else next_click(prediction, target)
         if click is None:
