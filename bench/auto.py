@@ -5,7 +5,11 @@
 Prototypes come from the first 1 and from the first 3 labelled volumes of ``--data`` (``--shots``); Dice is
 measured on every volume of ``--eval-data``. ``--adapters DIR`` adds a run with the adapters published in
 ``DIR/adapters`` (for example the state folder ``bench/finetune.py --state DIR`` leaves). Latency and peak memory are
-measured on the MNI152 T1 template itself (1 mm, 197x233x189).
+measured on the MNI152 T1 template itself (1 mm, 197x233x189; ``--skip-template-latency`` leaves it out).
+
+The trained baseline: for each ``--shots`` k, a MONAI SegResNet trained from scratch on the same k labelled volumes
+for ``--segresnet-minutes`` of wall clock (``lib/baselines/segresnet.py``; 0 leaves it out), its Dice on the same
+held-out volumes, and ``comparison``: protosam3d minus SegResNet per class and k, and which source is better.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import numpy as np
 import torch
 
 from bench.common import REPO_ROOT, emit, machine, parser, studies_with_classes
+from lib.baselines import segresnet
 from lib.data.mni import load_template
 from lib.engine.model_store import ModelStore
 from lib.engine.predictor import InteractivePredictor
@@ -58,6 +63,54 @@ def evaluate(predictor: InteractivePredictor, bank: PrototypeBank, eval_pairs, c
     return {"dice": table, "seconds_per_volume": round(float(np.mean(seconds)), 2)}
 
 
+def train_segresnet(pairs, classes: dict[int, str], minutes: float, config: segresnet.SegResNetConfig):
+    """A SegResNet trained on ``pairs`` for ``minutes`` (loading and resampling the volumes not counted)."""
+    start = time.perf_counter()
+    data = [segresnet.model_space_pair(str(image), str(label), MODEL_SPACING_MM) for image, label in pairs]
+    loading = time.perf_counter() - start
+    trained = segresnet.train(data, max(classes) + 1, minutes * 60.0, config)
+    return trained, loading
+
+
+def evaluate_segresnet(trained: segresnet.TrainedSegResNet, eval_pairs, classes: dict[int, str]) -> dict:
+    """Like :func:`evaluate`: Dice per class on the stored grid and seconds per volume (loading not counted)."""
+    scores: dict[str, list[float]] = {name: [] for name in classes.values()}
+    seconds = []
+    for image, label_path in eval_pairs:
+        volume = load_model_volume(str(image), MODEL_SPACING_MM)
+        truth = np.asarray(nib.load(str(label_path)).dataobj)
+        start = time.perf_counter()
+        label = segresnet.segment(trained, volume).numpy()
+        seconds.append(time.perf_counter() - start)
+        for index, name in classes.items():
+            scores[name].append(dice(label == index, truth == index))
+    table = {name: round(float(np.mean(v)), 4) for name, v in sorted(scores.items())}
+    table["mean"] = round(float(np.mean(list(table.values()))), 4)
+    return {"dice": table, "seconds_per_volume": round(float(np.mean(seconds)), 2)}
+
+
+def compare(runs: dict, models: list[str], shots: list[int]) -> dict:
+    """Per k: protosam3d minus SegResNet Dice per class (each protosam3d model), and the better source by mean."""
+    comparison = {}
+    for k in shots:
+        trained = runs.get(f"segresnet_{k}_labelled")
+        if trained is None:
+            continue
+        entry: dict = {}
+        for model in models:
+            proto = runs[f"{model}_{k}_labelled"]["dice"]
+            entry[f"{model}_minus_segresnet"] = {
+                name: round(proto[name] - trained["dice"][name], 4) for name in proto if name in trained["dice"]
+            }
+        sources = {f"protosam3d_{m}": runs[f"{m}_{k}_labelled"]["dice"]["mean"] for m in models}
+        sources["segresnet"] = trained["dice"]["mean"]
+        entry["better_by_mean"] = max(sources, key=sources.get)
+        best_proto = max(runs[f"{m}_{k}_labelled"]["dice"]["mean"] for m in models)
+        entry["protosam3d_within_0.05"] = bool(best_proto >= trained["dice"]["mean"] - 0.05)
+        comparison[str(k)] = entry
+    return comparison
+
+
 def template_latency(predictor: InteractivePredictor, bank: PrototypeBank, classes: dict[int, str]) -> dict:
     """Whole-volume protosam3d time on the 1 mm template (first run computes the embeddings; peak RSS)."""
     template = load_template()
@@ -81,6 +134,12 @@ def main() -> None:
     p.add_argument("--eval-data", type=Path, default=REPO_ROOT / "data" / "sample" / "eval")
     p.add_argument("--shots", type=int, nargs="+", default=[1, 3], help="labelled volumes the prototypes come from")
     p.add_argument("--adapters", type=Path, default=None, help="state folder with published adapters/")
+    p.add_argument("--segresnet-minutes", type=float, default=5.0,
+                   help="wall-clock training budget of the SegResNet baseline per k (0: no baseline)")
+    p.add_argument("--segresnet-filters", type=int, default=8, help="SegResNet init_filters (a multiple of 8)")
+    p.add_argument("--segresnet-crop", type=int, default=64, help="training crop and inference window edge (voxels)")
+    p.add_argument("--seed", type=int, default=0, help="SegResNet initialisation, crops and augmentation")
+    p.add_argument("--skip-template-latency", action="store_true", help="do not measure the 1 mm template latency")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     pairs, classes = studies_with_classes(args.data)
@@ -93,11 +152,20 @@ def main() -> None:
     for model_name, store in models.items():
         predictor = InteractivePredictor(store)
         for shots in args.shots:
+            start = time.perf_counter()
             bank = build_bank(predictor, pairs[:shots], classes)
+            build_seconds = time.perf_counter() - start
             runs[f"{model_name}_{shots}_labelled"] = evaluate(predictor, bank, eval_pairs, classes)
+            runs[f"{model_name}_{shots}_labelled"]["build_seconds"] = round(build_seconds, 1)
             print(model_name, shots, runs[f"{model_name}_{shots}_labelled"], flush=True)
-        if latency is None:
+        if latency is None and not args.skip_template_latency:
             latency = template_latency(InteractivePredictor(store), bank, classes)
+    config = segresnet.SegResNetConfig(init_filters=args.segresnet_filters, crop=args.segresnet_crop, seed=args.seed)
+    for shots in args.shots if args.segresnet_minutes > 0 else []:
+        trained, loading = train_segresnet(pairs[:shots], classes, args.segresnet_minutes, config)
+        row = evaluate_segresnet(trained, eval_pairs, classes)
+        runs[f"segresnet_{shots}_labelled"] = {**row, **trained.summary(), "loading_seconds": round(loading, 1)}
+        print("segresnet", shots, runs[f"segresnet_{shots}_labelled"], flush=True)
     emit({
         "benchmark": "auto",
         "data": str(args.data),
@@ -106,6 +174,8 @@ def main() -> None:
         "checkpoint": str(args.checkpoint),
         "prototype_sources": {str(s): [pair[0].name for pair in pairs[:s]] for s in args.shots},
         "runs": runs,
+        "segresnet_minutes": args.segresnet_minutes,
+        "comparison": compare(runs, list(models), args.shots),
         "template_latency": latency,
         "adapter_version": models["adapters"].adapter() if "adapters" in models else None,
         "machine": machine(),

@@ -1,0 +1,190 @@
+"""A MONAI SegResNet trained from scratch on saved labels for a wall-clock budget: the trained baseline
+``bench/auto.py`` measures ``protosam3d`` against.
+
+Training and inference run in the app's model space (RAS, ``MODEL_SPACING_MM``, z-normalised over the non-zero
+voxels: :func:`lib.transforms.preprocess.load_model_volume`); the arg-max label map goes back to the stored grid by
+nearest neighbour with the same paste the interactive results use (:func:`lib.prompts.geometry.paste_crop_mask`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.inferers import sliding_window_inference
+from monai.losses import DiceCELoss
+from monai.networks.nets import SegResNet
+from monai.transforms import (
+    ClassesToIndicesd,
+    Compose,
+    RandCropByLabelClassesd,
+    RandFlipd,
+    RandGaussianNoised,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    SpatialPadd,
+)
+
+from lib.prompts.geometry import Crop, original_to_volume, paste_crop_mask
+from lib.transforms.preprocess import ModelVolume, load_model_label, load_model_volume
+
+
+@dataclass(frozen=True)
+class SegResNetConfig:
+    """Network size, crops and optimiser of the baseline (defaults sized for a few CPU minutes)."""
+
+    init_filters: int = 8
+    crop: int = 64  # training crop edge, model-space voxels
+    crops_per_step: int = 2  # batch: crops cut from one volume per optimiser step
+    learning_rate: float = 2e-3  # Adam, cosine-decayed over the time budget to 5 % of it
+    weight_decay: float = 1e-5
+    # Sliding-window edge at inference; None: the training crop. Larger windows are cheaper but change the group-norm
+    # statistics the network saw in training (on a synthetic cube: Dice 0.99 at the crop size, 0.76 at twice it).
+    infer_roi: int | None = None
+    infer_overlap: float = 0.25
+    seed: int = 0
+
+
+@dataclass
+class TrainedSegResNet:
+    """A trained network and what describes the run: optimiser steps, seconds, and the loss curve."""
+
+    network: SegResNet
+    config: SegResNetConfig
+    classes: int  # output channels: background plus labelled classes
+    steps: int
+    seconds: float
+    losses: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        window = self.losses[-20:] or [float("nan")]
+        return {
+            "steps": self.steps,
+            "train_seconds": round(self.seconds, 1),
+            "crops_seen": self.steps * self.config.crops_per_step,
+            "first_loss": round(self.losses[0], 4) if self.losses else None,
+            "last_loss_mean20": round(float(np.mean(window)), 4),
+            "parameters": sum(p.numel() for p in self.network.parameters()),
+            "init_filters": self.config.init_filters,
+            "crop": self.config.crop,
+            "crops_per_step": self.config.crops_per_step,
+            "learning_rate": self.config.learning_rate,
+            "infer_roi": self.config.infer_roi or self.config.crop,
+            "seed": self.config.seed,
+        }
+
+
+def build_network(classes: int, init_filters: int = 8) -> SegResNet:
+    """A 3D SegResNet with one input channel and ``classes`` output channels (background included)."""
+    return SegResNet(spatial_dims=3, in_channels=1, out_channels=classes, init_filters=init_filters)
+
+
+def model_space_pair(image_path: str, label_path: str, spacing: float) -> dict[str, torch.Tensor]:
+    """``{"image": (1, X, Y, Z) float, "label": (1, X, Y, Z) float}`` on the model-space grid."""
+    image = load_model_volume(image_path, spacing).image
+    label = load_model_label(label_path, spacing)
+    if tuple(label.shape) != tuple(image.shape[1:]):
+        raise ValueError(f"{label_path}: label grid {tuple(label.shape)} differs from image {tuple(image.shape[1:])}")
+    return {"image": image, "label": label[None].float()}
+
+
+def prepare(pair: dict[str, torch.Tensor], config: SegResNetConfig, classes: int) -> dict:
+    """Pad a pair to at least one crop and add the voxel indices of each class (computed once, not per step)."""
+    return Compose([
+        SpatialPadd(keys=["image", "label"], spatial_size=(config.crop,) * 3),
+        ClassesToIndicesd(keys="label", num_classes=classes, indices_postfix="_indices"),
+    ])(dict(pair))
+
+
+def training_transforms(config: SegResNetConfig, classes: int) -> Compose:
+    """Class-balanced random crops (every class, background included, equally often at the crop centre), a
+    left-right flip (the volumes are RAS) and intensity scale, shift and noise; input from :func:`prepare`."""
+    size = (config.crop,) * 3
+    return Compose([
+        RandCropByLabelClassesd(
+            keys=["image", "label"], label_key="label", spatial_size=size, num_classes=classes,
+            ratios=[1.0] * classes, num_samples=config.crops_per_step, indices_key="label_indices", warn=False,
+        ),
+        RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=0),
+        RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
+        RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
+        RandGaussianNoised(keys="image", prob=0.2, std=0.05),
+    ]).set_random_state(seed=config.seed)
+
+
+def train(
+    pairs: Sequence[dict[str, torch.Tensor]],
+    classes: int,
+    seconds: float,
+    config: SegResNetConfig = SegResNetConfig(),
+    max_steps: int | None = None,
+) -> TrainedSegResNet:
+    """Train a fresh SegResNet with DiceCE on model-space ``pairs`` (:func:`model_space_pair`) until ``seconds``
+    of wall clock have passed (checked before each step) or ``max_steps`` steps are done. Each step takes
+    ``crops_per_step`` crops of one volume, volumes drawn in turn from a seeded shuffle; one of ``seconds`` and
+    ``max_steps`` must be finite.
+
+    ``config.seed`` fixes everything random: the initial weights (drawn under a forked torch generator, so the
+    caller's global random state is left alone), the crops and augmentations (the transforms' own random states)
+    and the volume order. The network has no dropout, so nothing else draws random numbers."""
+    rng = np.random.default_rng(config.seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(config.seed)
+        network = build_network(classes, config.init_filters)
+    optimiser = torch.optim.Adam(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    loss_function = DiceCELoss(to_onehot_y=True, softmax=True)
+    transforms = training_transforms(config, classes)
+    prepared = [prepare(pair, config, classes) for pair in pairs]
+    network.train()
+    losses: list[float] = []
+    order: list[int] = []
+    start = time.perf_counter()
+    steps = 0
+    while (max_steps is None or steps < max_steps) and (elapsed := time.perf_counter() - start) < seconds:
+        if not order:
+            order = list(rng.permutation(len(pairs)))
+        crops = transforms(dict(prepared[order.pop()]))
+        image = torch.stack([c["image"].as_tensor() for c in crops])
+        label = torch.stack([c["label"].as_tensor() for c in crops])
+        for group in optimiser.param_groups:  # cosine over the time budget, down to 5 % of the initial rate
+            fraction = min(elapsed / seconds, 1.0) if math.isfinite(seconds) else steps / max(max_steps or 1, 1)
+            group["lr"] = config.learning_rate * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * fraction)))
+        optimiser.zero_grad(set_to_none=True)
+        loss = loss_function(network(image), label)
+        loss.backward()
+        optimiser.step()
+        losses.append(float(loss.detach()))
+        steps += 1
+    network.eval()
+    return TrainedSegResNet(network, config, classes, steps, time.perf_counter() - start, losses)
+
+
+@torch.no_grad()
+def predict_model_space(trained: TrainedSegResNet, image: torch.Tensor) -> torch.Tensor:
+    """Arg-max labels (X, Y, Z) uint8 of a (1, X, Y, Z) model-space image by sliding-window inference."""
+    roi = trained.config.infer_roi or trained.config.crop
+    probabilities = sliding_window_inference(
+        image[None], roi_size=(roi,) * 3, sw_batch_size=1, predictor=trained.network,
+        overlap=trained.config.infer_overlap, mode="gaussian",
+    )
+    return torch.argmax(torch.as_tensor(probabilities)[0], dim=0).to(torch.uint8)
+
+
+def to_original_labels(volume: ModelVolume, labels: torch.Tensor) -> torch.Tensor:
+    """A model-space label map (X, Y, Z) on the stored image's grid (nearest neighbour), uint8."""
+    size = max(labels.shape)
+    cube = F.pad(labels, [0, size - labels.shape[2], 0, size - labels.shape[1], 0, size - labels.shape[0]])
+    out = torch.zeros(volume.original_shape, dtype=torch.uint8)
+    paste_crop_mask(cube, Crop(origin=(0.0, 0.0, 0.0), size=size), original_to_volume(
+        volume.original_affine, volume.affine), volume.original_shape, out)
+    return out
+
+
+def segment(trained: TrainedSegResNet, volume: ModelVolume) -> torch.Tensor:
+    """Class indices on the stored grid of ``volume`` (0 background)."""
+    return to_original_labels(volume, predict_model_space(trained, volume.image))
