@@ -380,6 +380,18 @@ def white_matter_click(page: Page, target: Series, viewport_id: str = "mpr-axial
     return found["left"] + canvas[best, 0], found["top"] + canvas[best, 1], voxels[best]
 
 
+def run_until_overlaid(page: Page, section, model: str, pixels: int) -> tuple[Screen, int, Labelmap]:
+    """Press the section's Run and wait for ``model``'s answer, a non-empty labelmap and at least ``pixels`` overlay
+    pixels more than before: the screenshot after, the overlay pixels, and OHIF's labelmap."""
+    before = screen(page)
+    with page.expect_response(lambda r: f"/infer/{model}" in r.url, timeout=180_000) as response:
+        section.locator("button.actionButton", has_text="Run").click()
+    assert response.value.status == 200
+    page.wait_for_function(LABELMAP_NONZERO_JS, timeout=30_000, polling=500)
+    after, overlaid = wait_for_overlay(page, before, pixels)
+    return after, overlaid, ohif_labelmap(page)
+
+
 def test_ohif_point_prompt_runs_sam3d_and_overlays_its_mask(server, series, tmp_path):
     """Point Prompts: sam3d, the white_matter row, one foreground click with the mouse on the axial viewport (the
     panel's ProbeMONAILabel tool), Run. The server gets the clicked voxel; the mask lands in OHIF's labelmap under
@@ -400,13 +412,7 @@ def test_ohif_point_prompt_runs_sam3d_and_overlays_its_mask(server, series, tmp_
         page.wait_for_function(f"() => ({PROBE_POINTS_JS})().length === 1", timeout=10_000)
         page.evaluate(SLICES_THROUGH_JS, page.evaluate(PROBE_POINTS_JS)[0])
         page.wait_for_timeout(500)  # the point's marker and the slices drawn
-        before = screen(page)
-        with page.expect_response(lambda r: "/infer/sam3d" in r.url, timeout=180_000) as response:
-            section.locator("button.actionButton", has_text="Run").click()
-        assert response.value.status == 200
-        page.wait_for_function(LABELMAP_NONZERO_JS, timeout=30_000, polling=500)
-        after, pixels = wait_for_overlay(page, before, SAM3D_OVERLAY_PIXELS)
-        labelmap = ohif_labelmap(page)
+        after, pixels, labelmap = run_until_overlaid(page, section, "sam3d", SAM3D_OVERLAY_PIXELS)
     path = save_screenshot(after, "ohif_sam3d_point.png", tmp_path)
 
     assert "sam3d" in [m.strip() for m in models]
@@ -450,13 +456,7 @@ def test_ohif_auto_segmentation_runs_protosam3d_and_overlays_its_label_map(serve
         section.locator("select.selectBox").select_option("protosam3d")
         page.mouse.move(5, 500)
         page.wait_for_timeout(500)
-        before = screen(page)
-        with page.expect_response(lambda r: "/infer/protosam3d" in r.url, timeout=180_000) as response:
-            section.locator("button.actionButton", has_text="Run").click()
-        assert response.value.status == 200
-        page.wait_for_function(LABELMAP_NONZERO_JS, timeout=30_000, polling=500)
-        after, pixels = wait_for_overlay(page, before, PROTOSAM3D_OVERLAY_PIXELS)
-        labelmap = ohif_labelmap(page)
+        after, pixels, labelmap = run_until_overlaid(page, section, "protosam3d", PROTOSAM3D_OVERLAY_PIXELS)
     path = save_screenshot(after, "ohif_protosam3d_auto.png", tmp_path)
 
     assert "protosam3d" in [m.strip() for m in models]
