@@ -66,13 +66,12 @@ class Segmentation:
         return next((p for p in self.passes if p.crop == crop), None)
 
 
-def honour_clicks(output: torch.Tensor, crop: Crop, foreground: np.ndarray, background: np.ndarray) -> torch.Tensor:
-    """``output`` logits (1, 1, n, n, n) over ``crop`` with every click's sign imposed on the 2x2x2 voxels around
-    it, so that a click always changes the mask where it was placed: a foreground click lies inside the mask and a
-    background click outside, whatever the network predicted there. Applied to the fine pass at the crop's full
-    resolution, it changes at most two crop voxels per axis around each click. ``output`` is changed in place."""
-    out = output
-    n = out.shape[-1]
+def honour_clicks(output: torch.Tensor, crop: Crop, foreground: np.ndarray, background: np.ndarray) -> None:
+    """Imposes every click's sign, in place, on the 2x2x2 voxels around it of ``output`` logits (1, 1, n, n, n)
+    over ``crop``, so that a click always changes the mask where it was placed: a foreground click lies inside the
+    mask and a background click outside, whatever the network predicted there. Applied to the fine pass at the
+    crop's full resolution, it changes at most two crop voxels per axis around each click."""
+    n = output.shape[-1]
     for points, sign in ((foreground, 1.0), (background, -1.0)):
         if len(points) == 0:
             continue
@@ -82,8 +81,7 @@ def honour_clicks(output: torch.Tensor, crop: Crop, foreground: np.ndarray, back
             if np.any(low < -1) or np.any(low > n - 1):
                 continue
             region = (0, 0, *(slice(max(v, 0), min(v + 2, n)) for v in low))
-            out[region] = sign * torch.clamp(sign * out[region], min=CLICK_LOGIT)
-    return out
+            output[region] = sign * torch.clamp(sign * output[region], min=CLICK_LOGIT)
 
 
 def crop_prompts(crop: Crop, foreground: np.ndarray, background: np.ndarray,
