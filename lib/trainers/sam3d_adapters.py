@@ -269,9 +269,10 @@ class AdapterPublisher:
         candidate = class_click_dice(sam, evaluator.data_loader, lambda name: False, seed)
         refiner_classes = []
         if sam.mask_refiner is not None:
-            refined = class_click_dice(sam, evaluator.data_loader, sam.refines, seed)
+            # the decoder's own classes were just measured on their only route
+            refined = class_click_dice(sam, evaluator.data_loader, sam.refines, seed, only=sam.refines)
             for name, per_click in refined.items():
-                if sam.refines(name) and np.mean(list(per_click.values())) > np.mean(list(candidate[name].values())):
+                if np.mean(list(per_click.values())) > np.mean(list(candidate[name].values())):
                     candidate[name] = per_click
                     refiner_classes.append(name)
         return {"checked": True, "served_version": served_version, "served": served, "candidate": candidate,

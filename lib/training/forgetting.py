@@ -19,10 +19,12 @@ TOLERANCE = 0.02  # the most Dice a class may lose at any validated click count
 
 
 def class_click_dice(model: Sam3D, batches: Iterable[dict[str, Any]], refines: Callable[[str], bool],
-                     seed: int = 0, clicks: tuple[int, ...] = VALIDATION_CLICKS) -> dict[str, dict[int, float]]:
+                     seed: int = 0, clicks: tuple[int, ...] = VALIDATION_CLICKS,
+                     only: Callable[[str], bool] | None = None) -> dict[str, dict[int, float]]:
     """Mean Dice per object class after each of ``clicks`` on validation batches (``image``, ``label`` and
     ``object`` per crop): the first click in the object's interior, the same simulated clicks for any model, each
-    class served as ``refines`` says (by the click refiner, or by the decoder alone)."""
+    class served as ``refines`` says (by the click refiner, or by the decoder alone); ``only``: the classes to
+    evaluate (all by default)."""
     model.eval()
     rng = np.random.default_rng(seed)
     loss = DiceCELoss(sigmoid=True)
@@ -32,6 +34,8 @@ def class_click_dice(model: Sam3D, batches: Iterable[dict[str, Any]], refines: C
         for batch in batches:
             images, targets, names = batch["image"].to(device), batch["label"].to(device), batch["object"]
             for i in range(images.shape[0]):
+                if only is not None and not only(names[i]):
+                    continue
                 outcome = simulated_click_loss(model, images[i : i + 1], targets[i : i + 1], max(clicks), loss, rng,
                                                random_first_click=0.0, refine=refines(names[i]))
                 for n in clicks:
