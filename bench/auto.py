@@ -8,13 +8,20 @@ measured on every volume of ``--eval-data``. ``--adapters DIR`` adds a run with 
 measured on the MNI152 T1 template itself (1 mm, 197x233x189; ``--skip-template-latency`` leaves it out).
 
 The trained baseline: for each ``--shots`` k, a MONAI SegResNet trained from scratch on the same k labelled volumes
-for ``--segresnet-minutes`` of wall clock (``lib/baselines/segresnet.py``; 0 leaves it out), its Dice on the same
+for ``--segresnet-minutes`` of wall clock (``lib/segmentation/segresnet.py``; 0 leaves it out), its Dice on the same
 held-out volumes, and ``comparison``: protosam3d minus SegResNet per class and k, and which source is better.
+
+What the app serves: for each k of at least 2, the app itself (``apps/seg3d``) on a studies folder holding the k
+labelled volumes and the held-out images, its ``segmentation`` trainer run for ``--served-minutes`` (a SegResNet
+head; one label held out chooses each class's source), then ``protosam3d`` through the app's infer on every
+held-out volume (``served_<k>_labelled``, with the sources it used).
 """
 
 from __future__ import annotations
 
+import os
 import resource
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -24,7 +31,6 @@ import numpy as np
 import torch
 
 from bench.common import REPO_ROOT, emit, machine, parser, studies_with_classes
-from lib.baselines import segresnet
 from lib.data.mni import load_template
 from lib.engine.model_store import ModelStore
 from lib.engine.predictor import InteractivePredictor
@@ -32,6 +38,7 @@ from lib.engine.runtime import MODEL_SPACING_MM
 from lib.prompts.simulation import dice
 from lib.prototypes.auto import segment_automatically
 from lib.prototypes.bank import PrototypeBank, image_entry
+from lib.segmentation import segresnet
 from lib.transforms.preprocess import load_model_volume
 
 
@@ -129,6 +136,44 @@ def template_latency(predictor: InteractivePredictor, bank: PrototypeBank, class
     }
 
 
+def served_run(pairs, eval_pairs, classes: dict[int, str], checkpoint: Path, minutes: float, seed: int) -> dict:
+    """The app's ``protosam3d`` after its ``segmentation`` trainer ran on ``pairs`` (see the module's doc)."""
+    os.environ["MONAI_LABEL_AUTO_UPDATE_SCORING"] = "false"
+    from apps.seg3d.main import Seg3DApp  # the app (and MONAI Label's settings) only when this run is asked for
+
+    root = Path(tempfile.mkdtemp(prefix="seg3d-served-"))
+    studies = root / "studies"
+    (studies / "labels" / "final").mkdir(parents=True)
+    (studies / "classes.txt").write_text("".join(f"{index} {name}\n" for index, name in sorted(classes.items())))
+    for image, label in pairs:
+        shutil.copy(image, studies / image.name)
+        shutil.copy(label, studies / "labels" / "final" / image.name)
+    for image, _ in eval_pairs:
+        shutil.copy(image, studies / image.name)
+    app = Seg3DApp(str(REPO_ROOT / "apps" / "seg3d"), str(studies),
+                   {"state_dir": str(root / "state"), "checkpoint": str(checkpoint)})
+    start = time.perf_counter()
+    stats = app.train({"model": "segmentation", "max_minutes": minutes, "seed": seed})
+    train_seconds = time.perf_counter() - start
+    scores: dict[str, list[float]] = {}
+    seconds, sources = [], {}
+    for image, label_path in eval_pairs:
+        truth = np.asarray(nib.load(str(label_path)).dataobj)
+        start = time.perf_counter()
+        result = app.infer({"model": "protosam3d", "image": image.name.split(".")[0]})
+        seconds.append(time.perf_counter() - start)
+        label = np.asarray(nib.load(result["file"]).dataobj)
+        sources = result["params"]["sources"]
+        for name, value in result["params"]["classes"].items():
+            scores.setdefault(name, []).append(dice(label == value, truth == value))
+    table = {name: round(float(np.mean(v)), 4) for name, v in scores.items()}
+    table["mean"] = round(float(np.mean(list(table.values()))), 4)
+    publication = stats.get("publication", {})
+    return {"dice": table, "seconds_per_volume": round(float(np.mean(seconds)), 2), "sources": sources,
+            "head_validation": publication.get("validation"), "train_seconds": round(train_seconds, 1),
+            "head_iterations": app.protosam3d_config.heads.load().metadata["iterations"]}
+
+
 def main() -> None:
     p = parser(__doc__, "data/sample/studies")
     p.add_argument("--eval-data", type=Path, default=REPO_ROOT / "data" / "sample" / "eval")
@@ -139,6 +184,8 @@ def main() -> None:
     p.add_argument("--segresnet-filters", type=int, default=8, help="SegResNet init_filters (a multiple of 8)")
     p.add_argument("--segresnet-crop", type=int, default=64, help="training crop and inference window edge (voxels)")
     p.add_argument("--seed", type=int, default=0, help="SegResNet initialisation, crops and augmentation")
+    p.add_argument("--served-minutes", type=float, default=5.0,
+                   help="the app's segmentation trainer budget per k >= 2 (0: leave the served runs out)")
     p.add_argument("--skip-template-latency", action="store_true", help="do not measure the 1 mm template latency")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -166,6 +213,10 @@ def main() -> None:
         row = evaluate_segresnet(trained, eval_pairs, classes)
         runs[f"segresnet_{shots}_labelled"] = {**row, **trained.summary(), "loading_seconds": round(loading, 1)}
         print("segresnet", shots, runs[f"segresnet_{shots}_labelled"], flush=True)
+    for shots in [k for k in args.shots if k >= 2] if args.served_minutes > 0 else []:
+        runs[f"served_{shots}_labelled"] = served_run(pairs[:shots], eval_pairs, classes,
+                                                      args.checkpoint, args.served_minutes, args.seed)
+        print("served", shots, runs[f"served_{shots}_labelled"], flush=True)
     emit({
         "benchmark": "auto",
         "data": str(args.data),
@@ -175,6 +226,7 @@ def main() -> None:
         "prototype_sources": {str(s): [pair[0].name for pair in pairs[:s]] for s in args.shots},
         "runs": runs,
         "segresnet_minutes": args.segresnet_minutes,
+        "served_minutes": args.served_minutes,
         "comparison": compare(runs, list(models), args.shots),
         "template_latency": latency,
         "adapter_version": models["adapters"].adapter() if "adapters" in models else None,

@@ -20,7 +20,8 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 MODEL_SPACING_MM = 1.5  # the model's voxel size: images are resampled to it before the encoder
-TRAIN_PREFIX = "train_"  # ``--conf train_<option> value`` sets a default of the trainer's request options
+TRAIN_PREFIX = "train_"  # ``--conf train_<option> value`` sets a default of the sam3d trainer's request options
+SEGMENTATION_PREFIX = "segmentation_"  # ... and ``--conf segmentation_<option> value`` of the segmentation trainer's
 TRUE_WORDS = ("true", "1", "yes", "on")
 FALSE_WORDS = ("false", "0", "no", "off")
 
@@ -112,7 +113,20 @@ def setting(default: Any, doc: str, parse: Callable[[str, str], Any] | None = No
 
 
 @dataclass(frozen=True)
-class TrainSettings:
+class RunSettings:
+    """Request options every trainer of the app takes (MONAI Label's own)."""
+
+    dataset: str = setting("CacheDataset", "MONAI Label's dataset class for the run")
+    dataloader: str = setting("ThreadDataLoader", "MONAI Label's data loader class for the run")
+    tracking: str = setting("None", "MONAI Label's experiment tracking (`None`: off; mlflow is not installed)")
+
+    def options(self) -> dict[str, Any]:
+        """``{option: value}``, the trainer's default request."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainSettings(RunSettings):
     """Defaults of the ``sam3d`` trainer's request options; ``--conf train_<option> value`` changes one."""
 
     max_epochs: int = setting(100, "most epochs of one run", minimum=1)
@@ -130,18 +144,37 @@ class TrainSettings:
     keep_known_classes: bool = setting(
         True, "publish a fine-tune only if no validated class loses more than 0.02 Dice at 1 or 5 clicks")
     seed: int = setting(0, "random seed of crops, clicks and the validation split")
-    dataset: str = setting("CacheDataset", "MONAI Label's dataset class for the run")
-    dataloader: str = setting("ThreadDataLoader", "MONAI Label's data loader class for the run")
-    tracking: str = setting("None", "MONAI Label's experiment tracking (`None`: off; mlflow is not installed)")
 
-    def options(self) -> dict[str, Any]:
-        """``{option: value}``, the trainer's default request."""
-        return dataclasses.asdict(self)
+
+@dataclass(frozen=True)
+class SegmentationTrainSettings(RunSettings):
+    """Defaults of the ``segmentation`` trainer's request options (the SegResNet head of ``protosam3d``);
+    ``--conf segmentation_<option> value`` changes one."""
+
+    max_epochs: int = setting(10000, "most epochs of one head run (one epoch: one crop batch per label)", minimum=1)
+    max_minutes: float = setting(5.0, "most minutes of one head run", minimum=0)
+    val_split: float = setting(
+        0.2, "share of the labels held out to choose each class's source (the same ones each run)", minimum=0)
+    init_filters: int = setting(8, "SegResNet width (a multiple of 8)", minimum=8)
+    crop: int = setting(64, "training crop edge, model-space voxels", minimum=16)
+    infer_window: int = setting(
+        96, "sliding-window edge at inference, model-space voxels (96 against 64: faster, and grey matter 0.79 "
+        "against 0.67 on two pool volumes)", minimum=16)
+    crops_per_step: int = setting(2, "class-balanced crops per optimiser step", minimum=1)
+    lr: float = setting(2e-3, "initial learning rate (Adam, cosine-decayed over the run)", minimum=0)
+    seed: int = setting(0, "random seed of weights, crops and the validation split")
+
+
+PREFIXED_GROUPS: dict[str, tuple[str, type]] = {
+    TRAIN_PREFIX: ("train", TrainSettings),
+    SEGMENTATION_PREFIX: ("segmentation", SegmentationTrainSettings),
+}
 
 
 @dataclass(frozen=True)
 class Settings:
-    """The app's ``--conf`` keys (``train_<option>`` keys live in :attr:`train`)."""
+    """The app's ``--conf`` keys (``train_<option>`` keys live in :attr:`train`, ``segmentation_<option>`` keys in
+    :attr:`segmentation`)."""
 
     checkpoint: Path | None = setting(
         None, "checkpoint file to serve", parse_path, shown="official files in `model/`, else `model/starter.pt`")
@@ -172,6 +205,7 @@ class Settings:
     next_sample_window_s: float = setting(
         600.0, "seconds a volume handed out by next sample is not offered to another client", minimum=0)
     train: TrainSettings = field(default_factory=TrainSettings)
+    segmentation: SegmentationTrainSettings = field(default_factory=SegmentationTrainSettings)
 
     @classmethod
     def from_conf(cls, conf: Mapping[str, Any] | None) -> Settings:
@@ -179,24 +213,26 @@ class Settings:
         Label reads a few of its own), a value that does not parse raises :class:`SettingsError`."""
         conf = dict(conf or {})
         values = {f.name: _parse(f, f.name, conf.pop(f.name)) for f in _fields(cls) if f.name in conf}
-        train = {
-            f.name: _parse(f, TRAIN_PREFIX + f.name, conf.pop(TRAIN_PREFIX + f.name))
-            for f in _fields(TrainSettings) if TRAIN_PREFIX + f.name in conf
+        groups = {
+            attribute: klass(**{f.name: _parse(f, prefix + f.name, conf.pop(prefix + f.name))
+                                for f in _fields(klass) if prefix + f.name in conf})
+            for prefix, (attribute, klass) in PREFIXED_GROUPS.items()
         }
         if conf:
             logger.warning("--conf keys seg3d does not read (passed on to MONAI Label): %s", sorted(conf))
-        return cls(**values, train=TrainSettings(**train))
+        return cls(**values, **groups)
 
     @classmethod
     def keys(cls) -> list[str]:
         """Every ``--conf`` key the app reads."""
-        return [f.name for f in _fields(cls)] + [TRAIN_PREFIX + f.name for f in _fields(TrainSettings)]
+        return [f.name for f in _fields(cls)] + [
+            prefix + f.name for prefix, (_, klass) in PREFIXED_GROUPS.items() for f in _fields(klass)]
 
     @classmethod
     def markdown_table(cls) -> str:
         """The README's table of ``--conf`` keys."""
         rows = ["| key | default | meaning |", "|---|---|---|"]
-        for prefix, klass in (("", cls), (TRAIN_PREFIX, TrainSettings)):
+        for prefix, klass in (("", cls), *((p, k) for p, (_, k) in PREFIXED_GROUPS.items())):
             for f in _fields(klass):
                 shown = f.metadata["shown"] or f"`{_show(f.default)}`"
                 rows.append(f"| `{prefix}{f.name}` | {shown} | {f.metadata['doc']} |")

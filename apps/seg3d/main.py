@@ -78,7 +78,8 @@ class Seg3DApp(MONAILabelApp):
                                settings=self.app_settings)
         self.protosam3d_config = ProtoSam3DConfig()
         self.protosam3d_config.init("protosam3d", self.model_dir, conf, None, runtime=self.runtime,
-                                    labels=self.label_map, datastore=lambda: self.datastore())
+                                    labels=self.label_map, datastore=lambda: self.datastore(),
+                                    settings=self.app_settings)
         self.train_after_labels = self.app_settings.train_after_labels
         super().__init__(
             app_dir=app_dir,
@@ -135,7 +136,7 @@ class Seg3DApp(MONAILabelApp):
         return {**self.sam3d_config.infer(), "protosam3d": self.protosam3d_config.infer()}
 
     def init_trainers(self) -> dict[str, TrainTask]:
-        return {"sam3d": self.sam3d_config.trainer()}
+        return {"sam3d": self.sam3d_config.trainer(), "segmentation": self.protosam3d_config.trainer()}
 
     def init_scoring_methods(self) -> dict[str, ScoringMethod]:
         samples = self.app_settings.uncertainty_samples

@@ -1,4 +1,5 @@
-"""Task config for ``protosam3d``: prototypes of the saved labels, kept next to the model, and the automatic infer."""
+"""Task config for ``protosam3d``: prototypes of the saved labels, kept next to the model, the segmentation heads
+trained on them, the automatic infer and the ``segmentation`` trainer."""
 
 from __future__ import annotations
 
@@ -11,10 +12,14 @@ from monailabel.interfaces.tasks.train import TrainTask
 from lib.engine.runtime import Runtime
 from lib.infers.protosam3d import ProtoSam3DInfer
 from lib.prototypes.service import PrototypeService
+from lib.segmentation.head import HeadStore
+from lib.settings import Settings
+from lib.trainers.segmentation import SegmentationTrain
 
 
 class ProtoSam3DConfig(TaskConfig):
-    """Needs ``runtime`` (shared with ``sam3d``), ``labels`` and ``datastore`` (a callable returning the app's)."""
+    """Needs ``runtime`` (shared with ``sam3d``), ``labels`` and ``datastore`` (a callable returning the app's);
+    ``settings`` (the app's parsed ``--conf``, else parsed here) gives the trainer's defaults."""
 
     def init(self, name: str, model_dir: str, conf: dict[str, str], planner: Any, **kwargs: Any) -> None:
         super().init(name, model_dir, conf, planner, **kwargs)
@@ -27,9 +32,13 @@ class ProtoSam3DConfig(TaskConfig):
             datastore=kwargs["datastore"],
             app_labels=kwargs["labels"],
         )
+        self.heads = HeadStore(runtime.state_dir / "segmentation", keep=runtime.models.keep_adapters)
+        self.settings: Settings = kwargs.get("settings") or Settings.from_conf(conf)
 
     def infer(self) -> InferTask | dict[str, InferTask]:
-        return ProtoSam3DInfer(self.runtime.predictor, self.runtime.volumes, self.service)
+        return ProtoSam3DInfer(self.runtime.predictor, self.runtime.volumes, self.service, self.heads)
 
     def trainer(self) -> TrainTask | None:
-        return None  # prototypes need no training run; the adapters are trained by sam3d's trainer
+        """The SegResNet head (``segmentation``); prototypes need no training run."""
+        return SegmentationTrain(str(self.runtime.state_dir / "train_segmentation"), self.heads, self.service,
+                                 self.runtime.volumes.spacing, self.settings.segmentation.options())

@@ -22,7 +22,7 @@ class Runtime:
     models: ModelStore
     volumes: VolumeCache
     predictor: InteractivePredictor
-    state_dir: Path  # what the app writes: published adapters (adapters/) and training runs (train/)
+    state_dir: Path  # what the app writes: adapters/, segmentation/ (heads), prototypes/ and training runs
 
     @classmethod
     def from_settings(cls, model_dir: Path, settings: Settings) -> Runtime:

@@ -1,4 +1,6 @@
-"""``protosam3d``: automatic multi-class segmentation from the prototypes of saved labels (no clicks needed)."""
+"""``protosam3d``: automatic multi-class segmentation of the saved classes, each from its better source: the
+prototypes of the saved labels (no training; a new class from one label), or a SegResNet head trained on them
+where held-out labels showed it better (:mod:`lib.segmentation.sources`)."""
 
 from __future__ import annotations
 
@@ -18,12 +20,15 @@ from lib.prompts.geometry import apply_affine, original_to_volume
 from lib.prototypes.auto import segment_automatically
 from lib.prototypes.service import PrototypeService
 from lib.scoring.uncertainty import volume_uncertainty
+from lib.segmentation.head import HeadStore
+from lib.segmentation.sources import NETWORK, PROTOTYPES, combine
 from lib.transforms.preprocess import ModelVolume, VolumeCache
 
 
 class ProtoSam3DInfer(ModelSpaceInferTask):
     """Pre-annotates every class the team has saved a final label for, as one label map; ``label_names`` in the
-    result names the values (the app's classes plus every class saved labels have added).
+    result names the values (the app's classes plus every class saved labels have added), ``sources`` says which
+    source segmented each class (the published head's choice; a class sent with ``clicks`` uses its prototypes).
 
     Request parameters (all optional):
 
@@ -35,14 +40,20 @@ class ProtoSam3DInfer(ModelSpaceInferTask):
     """
 
     def __init__(self, predictor: InteractivePredictor, volumes: VolumeCache, prototypes: PrototypeService,
-                 description: str = "Automatic segmentation of every saved class from mask-level prototypes"):
+                 heads: HeadStore | None = None,
+                 description: str = "Automatic segmentation of every saved class: prototypes, or a SegResNet trained "
+                                    "on the saved labels where it validated better"):
         super().__init__(predictor, volumes, prototypes.app_labels, InferType.SEGMENTATION, description)
         self.prototypes = prototypes
+        self.heads = heads
 
     def info(self) -> dict[str, Any]:
         info = super().info()
         info["labels"] = self.prototypes.label_map()
         info["prototype_classes"] = self.prototypes.bank.class_names()
+        head = self.heads.load() if self.heads else None
+        info["segmentation_head"] = {"version": head.version, "segresnet_classes": head.served_classes()} if head \
+            else None
         return info
 
     def run_inferer(self, data: dict[str, Any], convert_to_batch: bool = True, device: str = "cuda") -> dict:
@@ -57,17 +68,33 @@ class ProtoSam3DInfer(ModelSpaceInferTask):
         clicks = _parse_clicks(data.get("clicks"), names, volume)
         label_map = self.prototypes.label_map()
         self.labels = label_map  # MONAI Label reports the task's labels as the result's ``label_names``
-        per_class, background = self.prototypes.bank.prototypes(names)
         start = time.perf_counter()
         if str(data.get("uncertainty", "")).lower() in ("1", "true", "yes"):
+            per_class, background = self.prototypes.bank.prototypes(names)
             return self._uncertainty(data, volume, dict(zip(names, per_class, strict=True)), background, start)
-        result = segment_automatically(self.predictor, volume, dict(zip(names, per_class, strict=True)), background,
-                                       label_map, threshold, clicks)
-        data[self.output_label_key] = MetaTensor(result.label, affine=torch.as_tensor(volume.original_affine))
+        head = self.heads.load() if self.heads else None
+        served = set(head.served_classes()) if head else set()
+        by_network = [name for name in names if name in served and name not in clicks]
+        by_prototypes = [name for name in names if name not in by_network]
+        per_class, background = self.prototypes.bank.prototypes(by_prototypes)
+        result = segment_automatically(self.predictor, volume, dict(zip(by_prototypes, per_class, strict=True)),
+                                       background, label_map, threshold, clicks)
+        label = result.label
+        if by_network:
+            new = [name for name in by_prototypes if name not in head.metadata["trained_classes"]]
+            label = combine(head.segment(volume), head.metadata["channels"], by_network, label, label_map, new)
+            for name in by_network:
+                result.found[name] = {"voxels": int((label == label_map[name]).sum())}
+            for name in by_prototypes:
+                if name in result.found:
+                    result.found[name]["voxels"] = int((label == label_map[name]).sum())
+        data[self.output_label_key] = MetaTensor(label, affine=torch.as_tensor(volume.original_affine))
         data[self.output_json_key] = {
             "classes": {name: label_map[name] for name in names},
             "found": result.found,
             "missing": result.missing,
+            "sources": {name: NETWORK if name in by_network else PROTOTYPES for name in names},
+            "segmentation_head_version": head.version if head else None,
             "model_version": self.prototypes.bank.model_version,
             "prototype_volumes": len(self.prototypes.bank.entries),
             "model_ms": round((time.perf_counter() - start) * 1000, 1),

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from lib.engine.versioned_files import atomic_torch_save
 from lib.model.adapters import add_adapters
 from lib.model.sam3d import Sam3D, class_key
 
@@ -26,18 +26,8 @@ def file_sha256(paths: list[Path]) -> str:
 
 
 def save_adapter_file(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, Any]) -> Path:
-    """Write atomically: a temporary file in the same folder, flushed, then renamed over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save({"format": FORMAT, "metadata": metadata, "state_dict": state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    """Write atomically (:func:`atomic_torch_save`)."""
+    return atomic_torch_save(path, {"format": FORMAT, "metadata": metadata, "state_dict": state})
 
 
 def read_adapter_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from filelock import FileLock, Timeout
 from ignite.engine import Engine, Events
 from monai.handlers import MeanDice, StatsHandler, ValidationHandler, from_engine
 from monai.inferers import SimpleInferer
@@ -35,6 +34,7 @@ from lib.trainers.click_steps import (
     ClickValidationStep,
 )
 from lib.trainers.datalist import training_datalist
+from lib.trainers.run_control import TimeBudget, held_out_split, run_alone
 from lib.training.forgetting import TOLERANCE, class_click_dice, forgotten
 from lib.transforms.training import LoadTrainingPaird, ObjectCropsd, RandClickCropd
 
@@ -80,14 +80,11 @@ class Sam3DAdapterTrain(BasicTrainTask):
         )
 
     def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:
-        """One run at a time per state folder, even if two requests slip past MONAI Label's 429 check together."""
-        os.makedirs(self._model_dir, exist_ok=True)
-        try:
-            with FileLock(os.path.join(self._model_dir, ".train.lock"), timeout=0):
-                self.outcome = {}
-                return {**super().__call__(request, datastore), "publication": self.outcome}
-        except Timeout as e:
-            raise RuntimeError("Another training run is in progress for this model; try again when it ends") from e
+        """One run at a time per state folder (:func:`run_alone`); the stats say what was published."""
+        def run() -> dict[str, Any]:
+            self.outcome = {}
+            return {**super(Sam3DAdapterTrain, self).__call__(request, datastore), "publication": self.outcome}
+        return run_alone(self._model_dir, run)
 
     # data
     def pre_process(self, request: dict[str, Any], datastore: Datastore) -> list[dict[str, Any]]:
@@ -99,14 +96,8 @@ class Sam3DAdapterTrain(BasicTrainTask):
 
     def partition_datalist(self, context: Context, shuffle: bool = False) -> tuple[list, list]:
         """Hold out ``val_split`` of the labels (at least one when there are two or more), the same ones each run."""
-        datalist = list(context.datalist)
-        fraction = float(context.request.get("val_split", 0.0))
-        if fraction <= 0 or len(datalist) < 2:
-            return datalist, []
-        order = np.random.default_rng(int(context.request.get("seed", 0))).permutation(len(datalist))
-        count = min(len(datalist) - 1, max(1, round(len(datalist) * fraction)))
-        val = [datalist[i] for i in order[:count]]
-        return [datalist[i] for i in order[count:]], val
+        request = context.request
+        return held_out_split(context.datalist, float(request.get("val_split", 0.0)), int(request.get("seed", 0)))
 
     def train_pre_transforms(self, context: Context) -> list:
         size = context.network_size
@@ -209,19 +200,6 @@ class Sam3DAdapterTrain(BasicTrainTask):
         context.trainer.add_event_handler(Events.ITERATION_COMPLETED, TimeBudget(float(context.request["max_minutes"])))
         if context.local_rank == 0:
             AdapterPublisher(self.models, context, self.outcome).attach(context.trainer, context.evaluator)
-
-
-class TimeBudget:
-    """Ends training once ``minutes`` have passed (the run then publishes as if it had reached ``max_epochs``)."""
-
-    def __init__(self, minutes: float):
-        self.deadline = time.monotonic() + minutes * 60.0
-
-    def __call__(self, engine: Engine) -> None:
-        if time.monotonic() > self.deadline:
-            logger.info("Training time budget reached at epoch %d iteration %d", engine.state.epoch,
-                        engine.state.iteration)
-            engine.terminate()
 
 
 class AdapterPublisher:

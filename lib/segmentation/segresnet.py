@@ -1,5 +1,6 @@
-"""A MONAI SegResNet trained from scratch on saved labels for a wall-clock budget: the trained baseline
-``bench/auto.py`` measures ``protosam3d`` against.
+"""A MONAI SegResNet trained from scratch on saved labels: the network, its model-space data and transforms, and
+sliding-window inference. The app's ``segmentation`` trainer (:mod:`lib.trainers.segmentation`) trains and publishes
+it; :func:`train` is the plain time-budgeted loop ``bench/auto.py`` measures ``protosam3d`` against.
 
 Training and inference run in the app's model space (RAS, ``MODEL_SPACING_MM``, z-normalised over the non-zero
 voxels: :func:`lib.transforms.preprocess.load_model_volume`); the arg-max label map goes back to the stored grid by
@@ -84,28 +85,42 @@ def build_network(classes: int, init_filters: int = 8) -> SegResNet:
     return SegResNet(spatial_dims=3, in_channels=1, out_channels=classes, init_filters=init_filters)
 
 
-def model_space_pair(image_path: str, label_path: str, spacing: float) -> dict[str, torch.Tensor]:
-    """``{"image": (1, X, Y, Z) float, "label": (1, X, Y, Z) float}`` on the model-space grid."""
+def model_space_pair(image_path: str, label_path: str, spacing: float,
+                     values: dict[int, int] | None = None) -> dict[str, torch.Tensor]:
+    """``{"image": (1, X, Y, Z) float, "label": (1, X, Y, Z) float}`` on the model-space grid; ``values`` maps the
+    label file's voxel values to output channels (others become background), default: kept as they are."""
     image = load_model_volume(image_path, spacing).image
     label = load_model_label(label_path, spacing)
     if tuple(label.shape) != tuple(image.shape[1:]):
         raise ValueError(f"{label_path}: label grid {tuple(label.shape)} differs from image {tuple(image.shape[1:])}")
+    if values is not None:
+        mapped = torch.zeros_like(label)
+        for value, channel in values.items():
+            mapped[label == value] = channel
+        label = mapped
     return {"image": image, "label": label[None].float()}
 
 
-def prepare(pair: dict[str, torch.Tensor], config: SegResNetConfig, classes: int) -> dict:
-    """Pad a pair to at least one crop and add the voxel indices of each class (computed once, not per step)."""
-    return Compose([
+def cosine_learning_rate(initial: float, fraction: float) -> float:
+    """The rate after ``fraction`` (0 to 1) of the budget: cosine decay from ``initial`` to 5 % of it."""
+    return initial * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * min(max(fraction, 0.0), 1.0))))
+
+
+def preparation_transforms(config: SegResNetConfig, classes: int) -> list:
+    """Pad a pair to at least one crop and add the voxel indices of each class (deterministic: computed once and
+    cached, not per step)."""
+    return [
         SpatialPadd(keys=["image", "label"], spatial_size=(config.crop,) * 3),
         ClassesToIndicesd(keys="label", num_classes=classes, indices_postfix="_indices"),
-    ])(dict(pair))
+    ]
 
 
-def training_transforms(config: SegResNetConfig, classes: int) -> Compose:
+def augmentation_transforms(config: SegResNetConfig, classes: int) -> list:
     """Class-balanced random crops (every class, background included, equally often at the crop centre), a
-    left-right flip (the volumes are RAS) and intensity scale, shift and noise; input from :func:`prepare`."""
+    left-right flip (the volumes are RAS) and intensity scale, shift and noise; input from
+    :func:`preparation_transforms`."""
     size = (config.crop,) * 3
-    return Compose([
+    return [
         RandCropByLabelClassesd(
             keys=["image", "label"], label_key="label", spatial_size=size, num_classes=classes,
             ratios=[1.0] * classes, num_samples=config.crops_per_step, indices_key="label_indices", warn=False,
@@ -114,7 +129,7 @@ def training_transforms(config: SegResNetConfig, classes: int) -> Compose:
         RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
         RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
         RandGaussianNoised(keys="image", prob=0.2, std=0.05),
-    ]).set_random_state(seed=config.seed)
+    ]
 
 
 def train(
@@ -138,8 +153,9 @@ def train(
         network = build_network(classes, config.init_filters)
     optimiser = torch.optim.Adam(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     loss_function = DiceCELoss(to_onehot_y=True, softmax=True)
-    transforms = training_transforms(config, classes)
-    prepared = [prepare(pair, config, classes) for pair in pairs]
+    transforms = Compose(augmentation_transforms(config, classes)).set_random_state(seed=config.seed)
+    prepare = Compose(preparation_transforms(config, classes))
+    prepared = [prepare(dict(pair)) for pair in pairs]
     network.train()
     losses: list[float] = []
     order: list[int] = []
@@ -151,9 +167,9 @@ def train(
         crops = transforms(dict(prepared[order.pop()]))
         image = torch.stack([c["image"].as_tensor() for c in crops])
         label = torch.stack([c["label"].as_tensor() for c in crops])
-        for group in optimiser.param_groups:  # cosine over the time budget, down to 5 % of the initial rate
-            fraction = min(elapsed / seconds, 1.0) if math.isfinite(seconds) else steps / max(max_steps or 1, 1)
-            group["lr"] = config.learning_rate * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * fraction)))
+        fraction = elapsed / seconds if math.isfinite(seconds) else steps / max(max_steps or 1, 1)
+        for group in optimiser.param_groups:
+            group["lr"] = cosine_learning_rate(config.learning_rate, fraction)
         optimiser.zero_grad(set_to_none=True)
         loss = loss_function(network(image), label)
         loss.backward()
@@ -165,14 +181,12 @@ def train(
 
 
 @torch.no_grad()
-def predict_model_space(trained: TrainedSegResNet, image: torch.Tensor) -> torch.Tensor:
-    """Arg-max labels (X, Y, Z) uint8 of a (1, X, Y, Z) model-space image by sliding-window inference."""
-    roi = trained.config.infer_roi or trained.config.crop
-    probabilities = sliding_window_inference(
-        image[None], roi_size=(roi,) * 3, sw_batch_size=1, predictor=trained.network,
-        overlap=trained.config.infer_overlap, mode="gaussian",
-    )
-    return torch.argmax(torch.as_tensor(probabilities)[0], dim=0).to(torch.uint8)
+def predict_model_space(network: torch.nn.Module, image: torch.Tensor, roi: int, overlap: float = 0.25) -> torch.Tensor:
+    """Class probabilities (C, X, Y, Z) of a (1, X, Y, Z) model-space image by Gaussian-weighted sliding windows."""
+    network.eval()
+    logits = sliding_window_inference(image[None], roi_size=(roi,) * 3, sw_batch_size=1, predictor=network,
+                                      overlap=overlap, mode="gaussian")
+    return torch.softmax(torch.as_tensor(logits)[0], dim=0)
 
 
 def to_original_labels(volume: ModelVolume, labels: torch.Tensor) -> torch.Tensor:
@@ -187,4 +201,7 @@ def to_original_labels(volume: ModelVolume, labels: torch.Tensor) -> torch.Tenso
 
 def segment(trained: TrainedSegResNet, volume: ModelVolume) -> torch.Tensor:
     """Class indices on the stored grid of ``volume`` (0 background)."""
-    return to_original_labels(volume, predict_model_space(trained, volume.image))
+    config = trained.config
+    probabilities = predict_model_space(trained.network, volume.image, config.infer_roi or config.crop,
+                                        config.infer_overlap)
+    return to_original_labels(volume, torch.argmax(probabilities, dim=0).to(torch.uint8))

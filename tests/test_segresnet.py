@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from lib.baselines.segresnet import SegResNetConfig, model_space_pair, segment, to_original_labels, train
 from lib.prompts.simulation import dice
+from lib.segmentation.segresnet import SegResNetConfig, model_space_pair, segment, to_original_labels, train
 from lib.transforms.preprocess import load_model_label, load_model_volume
 
 SPACING = 1.0  # in-plane the stored grid itself, so the Dice bound measures learning, not resampling

@@ -1,1 +1,0 @@
-"""Trained baselines the automatic sources are measured against (not served by the app)."""
