@@ -19,9 +19,7 @@ held-out volume (``served_<k>_labelled``, with the sources it used).
 
 from __future__ import annotations
 
-import os
 import resource
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -30,7 +28,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from bench.common import REPO_ROOT, emit, machine, parser, studies_with_classes
+from bench.common import REPO_ROOT, app_on_studies, emit, machine, parser, studies_with_classes
 from lib.data.mni import load_template
 from lib.engine.model_store import ModelStore
 from lib.engine.predictor import InteractivePredictor
@@ -138,20 +136,8 @@ def template_latency(predictor: InteractivePredictor, bank: PrototypeBank, class
 
 def served_run(pairs, eval_pairs, classes: dict[int, str], checkpoint: Path, minutes: float, seed: int) -> dict:
     """The app's ``protosam3d`` after its ``segmentation`` trainer ran on ``pairs`` (see the module's doc)."""
-    os.environ["MONAI_LABEL_AUTO_UPDATE_SCORING"] = "false"
-    from apps.seg3d.main import Seg3DApp  # the app (and MONAI Label's settings) only when this run is asked for
-
-    root = Path(tempfile.mkdtemp(prefix="seg3d-served-"))
-    studies = root / "studies"
-    (studies / "labels" / "final").mkdir(parents=True)
-    (studies / "classes.txt").write_text("".join(f"{index} {name}\n" for index, name in sorted(classes.items())))
-    for image, label in pairs:
-        shutil.copy(image, studies / image.name)
-        shutil.copy(label, studies / "labels" / "final" / image.name)
-    for image, _ in eval_pairs:
-        shutil.copy(image, studies / image.name)
-    app = Seg3DApp(str(REPO_ROOT / "apps" / "seg3d"), str(studies),
-                   {"state_dir": str(root / "state"), "checkpoint": str(checkpoint)})
+    app = app_on_studies(Path(tempfile.mkdtemp(prefix="seg3d-served-")), pairs, [image for image, _ in eval_pairs],
+                         classes, checkpoint)
     start = time.perf_counter()
     stats = app.train({"model": "segmentation", "max_minutes": minutes, "seed": seed})
     train_seconds = time.perf_counter() - start

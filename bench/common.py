@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,30 @@ def studies_with_classes(data: Path) -> tuple[list[tuple[Path, Path]], dict[int,
     if not classes:
         raise SystemExit(f"{data}: no class names (label_info or classes.txt)")
     return pairs, classes
+
+
+def app_on_studies(root: Path, pairs: list[tuple[Path, Path]], images: list[Path], classes: dict[int, str],
+                   checkpoint: Path, conf: dict[str, str] | None = None) -> Any:
+    """The seg3d app on a new studies folder under ``root``: ``pairs`` (image, final label) and unlabelled
+    ``images``, the classes in ``classes.txt``, its state in ``root/state``; no server (scores are not updated
+    on their own)."""
+    os.environ["MONAI_LABEL_AUTO_UPDATE_SCORING"] = "false"
+    from monailabel.config import settings  # read once, maybe before the line above: set it there too
+
+    from apps.seg3d.main import Seg3DApp  # the app only when a run asks for it
+
+    settings.MONAI_LABEL_AUTO_UPDATE_SCORING = False
+
+    studies = root / "studies"
+    (studies / "labels" / "final").mkdir(parents=True)
+    (studies / "classes.txt").write_text("".join(f"{index} {name}\n" for index, name in sorted(classes.items())))
+    for image, label in pairs:
+        shutil.copy(image, studies / image.name)
+        shutil.copy(label, studies / "labels" / "final" / image.name)
+    for image in images:
+        shutil.copy(image, studies / image.name)
+    return Seg3DApp(str(REPO_ROOT / "apps" / "seg3d"), str(studies),
+                    {"state_dir": str(root / "state"), "checkpoint": str(checkpoint), **(conf or {})})
 
 
 def machine() -> dict[str, Any]:

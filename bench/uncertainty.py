@@ -29,11 +29,16 @@ draws them. From these:
   probabilities, its map 1 - P(automatic label | intensity). It says how predictable the errors are at all.
 - picks: the mean 1 - Dice of the first ``--batch`` volumes by top-k and, averaged over ``--draws`` orders, by
   power-noised sampling (probability proportional to score ** ``--beta``, lib/activelearning/sampling.py).
+- ``served_with_head`` (``--head-minutes M``): the same labelled volumes given to the app itself (a temporary
+  studies folder), its ``segmentation`` trainer run for M minutes, then per pool volume ``protosam3d``'s automatic
+  result and its served uncertainty (``uncertainty: true``: the head's probabilities where the head serves): the
+  score's Spearman rho against 1 - mean Dice, per class, and the map's AUROC, as above.
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +50,7 @@ from scipy import ndimage, stats
 
 from bench.active_learning import pool_truth
 from bench.auto import build_bank
-from bench.common import REPO_ROOT, emit, machine, parser, studies_with_classes
+from bench.common import REPO_ROOT, app_on_studies, emit, machine, parser, studies_with_classes
 from lib.activelearning.sampling import power_noised_order
 from lib.data.head import brain_mask
 from lib.engine.model_store import ModelStore
@@ -54,7 +59,7 @@ from lib.engine.runtime import MODEL_SPACING_MM
 from lib.prompts.simulation import dice
 from lib.prototypes.auto import class_logits, segment_automatically
 from lib.prototypes.features import cover_crops
-from lib.scoring.uncertainty import binary_entropy, jittered_probabilities, summarise
+from lib.scoring.uncertainty import binary_entropy, jittered_probabilities, soft_dice_error, summarise
 from lib.training.studies import IMAGE_SUFFIXES, image_id
 from lib.transforms.preprocess import ModelVolume, load_model_volume
 
@@ -111,11 +116,6 @@ def categorical(logits: list[torch.Tensor]) -> torch.Tensor:
 def entropy_bits(q: torch.Tensor) -> torch.Tensor:
     q = q.clamp_min(1e-12)
     return -(q * torch.log2(q)).sum(0)
-
-
-def soft_dice_error(p: torch.Tensor, mask: torch.Tensor) -> float:
-    total = float(p.sum() + mask.sum())
-    return 1.0 - 2.0 * float((p * mask).sum()) / total if total else 0.0
 
 
 def z_scores(image: np.ndarray) -> np.ndarray:
@@ -224,7 +224,7 @@ def evaluate(pred: Predictions, truth: np.ndarray, stored: np.ndarray, indices: 
     }
     top2 = torch.topk(pred.q_auto, 2, dim=0).values
     maps = {
-        "entropy": served.entropy,
+        "entropy": served.voxels,
         "predictive_entropy": entropy_bits(pred.mean_q),
         "predictive_entropy_with_auto": entropy_bits((pred.mean_q * samples + pred.q_auto) / (samples + 1)),
         "error_probability": 1.0 - torch.gather(pred.mean_q, 0, auto_rows)[0],
@@ -233,9 +233,7 @@ def evaluate(pred: Predictions, truth: np.ndarray, stored: np.ndarray, indices: 
         REFERENCE: 1.0 - torch.gather(q_check, 0, auto_rows)[0],
     }
     errors = label.numpy() != truth
-    regions = {"image_foreground": brain_mask(stored),
-               "near_labels": ndimage.binary_dilation((label.numpy() > 0) | (truth > 0), iterations=near),
-               "all": np.ones(errors.shape, bool)}
+    regions = error_regions(label.numpy(), truth, stored, near)
     aurocs = {name: {r: _round(auroc(m.numpy()[inside], errors[inside])) for r, inside in regions.items()}
               for name, m in maps.items()}
     return {
@@ -285,6 +283,64 @@ def summary_of(values: list[float | None]) -> dict[str, float] | None:
     return {"mean": round(float(np.mean(found)), 4), "min": round(min(found), 4), "max": round(max(found), 4)}
 
 
+def error_regions(label: np.ndarray, truth: np.ndarray, stored: np.ndarray, near: int) -> dict[str, np.ndarray]:
+    """The regions AUROCs are measured in (:data:`REGIONS`)."""
+    return {"image_foreground": brain_mask(stored),
+            "near_labels": ndimage.binary_dilation((label > 0) | (truth > 0), iterations=near),
+            "all": np.ones(label.shape, bool)}
+
+
+def served_with_head(sources: list[tuple[Path, Path]], pool: list[Path], truth: dict[str, Path],
+                     classes: dict[int, str], checkpoint: Path, minutes: float, seed: int, samples: int,
+                     near: int) -> dict:
+    """The app's own automatic result and served uncertainty on ``pool`` after its ``segmentation`` trainer ran on
+    ``sources`` for ``minutes`` (see the module's doc)."""
+    app = app_on_studies(Path(tempfile.mkdtemp(prefix="seg3d-uncertainty-")), sources, pool, classes, checkpoint)
+    start = time.perf_counter()
+    stats = app.train({"model": "segmentation", "max_minutes": minutes, "seed": seed})
+    train_seconds = time.perf_counter() - start
+    head = app.protosam3d_config.heads.load()
+    rows = {}
+    for path in pool:
+        image = image_id(path)
+        t0 = time.perf_counter()
+        result = app.infer({"model": "protosam3d", "image": image})
+        label = np.asarray(nib.load(result["file"]).dataobj)
+        served = app.infer({"model": "protosam3d", "image": image, "uncertainty": True, "samples": samples})
+        voxels = np.asarray(nib.load(served["file"]).dataobj, dtype=np.float32) / 100.0
+        target = np.asarray(nib.load(str(truth[image])).dataobj).astype(np.int16)
+        stored = np.asarray(nib.load(str(path)).dataobj, dtype=np.float32)
+        class_dice = {name: round(dice(label == value, target == value), 4)
+                      for name, value in result["params"]["classes"].items()}
+        errors = label != target
+        regions = error_regions(label, target, stored, near)
+        rows[image] = {"dice": {**class_dice, "mean": round(float(np.mean(list(class_dice.values()))), 4)},
+                       "score": served["params"]["uncertainty"]["score"],
+                       "per_class": served["params"]["uncertainty"]["per_class"],
+                       "auroc": {r: _round(auroc(voxels[inside], errors[inside])) for r, inside in regions.items()},
+                       "seconds": round(time.perf_counter() - t0, 1)}
+        logger.info("%s (served, head): Dice %s, score %.4f, AUROC %s", image, rows[image]["dice"],
+                    rows[image]["score"], rows[image]["auroc"][PRIMARY])
+    ids = sorted(rows)
+    names = list(rows[ids[0]]["per_class"])
+    errors = [1.0 - rows[i]["dice"]["mean"] for i in ids]
+    return {
+        "head": {"version": head.version, "sources": head.metadata["sources"],
+                 "validation": stats.get("publication", {}).get("validation"),
+                 "iterations": head.metadata["iterations"], "train_seconds": round(train_seconds, 1)},
+        "unit": served["params"]["uncertainty"]["unit"],
+        "volume_spearman": spearman([rows[i]["score"] for i in ids], errors),
+        "per_class_spearman": {n: spearman([rows[i]["per_class"][n] for i in ids],
+                                           [1.0 - rows[i]["dice"][n] for i in ids])["rho"] for n in names},
+        "voxel_auroc": {r: summary_of([rows[i]["auroc"][r] for i in ids]) for r in REGIONS},
+        "one_minus_dice_range": [round(min(errors), 4), round(max(errors), 4)],
+        "first_batch_error": {"random_expected": round(float(np.mean(errors)), 4),
+                              "top_k": batch_errors([rows[i]["score"] for i in ids], errors, 3, 1.0, 1, seed)["top_k"],
+                              "oracle": round(float(np.sort(errors)[::-1][:3].mean()), 4)},
+        "volumes": rows,
+    }
+
+
 def main() -> None:
     p = parser(__doc__, "data/sample/studies")
     p.add_argument("--truth", type=Path, default=REPO_ROOT / "data" / "sample" / "studies_gt")
@@ -296,6 +352,8 @@ def main() -> None:
     p.add_argument("--beta", type=float, default=1.0, help="power-noised sampling: probability ~ score ** beta")
     p.add_argument("--draws", type=int, default=2000, help="power-noised orders averaged")
     p.add_argument("--pool", type=int, default=None, help="only the first N pool volumes (a quick check)")
+    p.add_argument("--head-minutes", type=float, default=0.0,
+                   help="also train the app's segmentation head this long and measure what the app serves (0: not)")
     args = p.parse_args()
     if args.samples < 1:
         raise SystemExit("--samples must be at least 1")
@@ -355,6 +413,9 @@ def main() -> None:
     best_volume = max(model_variants, key=lambda v: -2 if rho[v] is None else rho[v])
     primary = {m: (auroc_summary[m][PRIMARY] or {}).get("mean", -1.0) for m in maps}
     best_map = max(MODEL_MAPS, key=primary.get)
+    head_run = (served_with_head(sources, [path for path in pool if image_id(path) in results], truth, classes,
+                                 args.checkpoint, args.head_minutes, args.seed, max(args.samples, 2), args.near)
+                if args.head_minutes > 0 else None)
     met_rho = TARGETS["volume_spearman_rho"]
     met_auroc = TARGETS["voxel_auroc"]
     emit({
@@ -390,6 +451,7 @@ def main() -> None:
                         "error_fraction": results[i]["error_fraction"],
                         "region_fraction": results[i]["region_fraction"], "auroc": results[i]["auroc"]}
                     for i in ids},
+        "served_with_head": head_run,
         "seconds": round(time.perf_counter() - start, 1),
         "seconds_per_pool_volume": round(float(np.mean(seconds)), 1),
         "machine": machine(),

@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 MODEL_SPACING_MM = 1.5  # the model's voxel size: images are resampled to it before the encoder
 TRAIN_PREFIX = "train_"  # ``--conf train_<option> value`` sets a default of the sam3d trainer's request options
 SEGMENTATION_PREFIX = "segmentation_"  # ... and ``--conf segmentation_<option> value`` of the segmentation trainer's
+TRAINERS = ("sam3d", "segmentation")  # the app's trainers (``POST /train/<name>``)
 TRUE_WORDS = ("true", "1", "yes", "on")
 FALSE_WORDS = ("false", "0", "no", "off")
 
@@ -98,6 +99,15 @@ def parse_labels(key: str, text: str) -> dict[str, int] | None:
             raise SettingsError(f"--conf {key} {text!r}: label indices must be 1 or more (0 is the background)")
         return labels
     return {name.strip(): i for i, name in enumerate(text.split(","), start=1) if name.strip()} or None
+
+
+def parse_trainers(key: str, text: str) -> tuple[str, ...]:
+    """A comma list of the app's trainer names (:data:`TRAINERS`); empty: none."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = sorted(set(names) - set(TRAINERS))
+    if unknown:
+        raise SettingsError(f"--conf {key} {text!r}: unknown trainers {unknown}; the app has {list(TRAINERS)}")
+    return tuple(dict.fromkeys(names))
 
 
 PARSERS: dict[type, Callable[[str, str], Any]] = {bool: parse_bool, int: parse_int, float: parse_float, str: parse_str}
@@ -199,7 +209,14 @@ class Settings:
         None, "label map: JSON `{name: index}` or a comma list of names", parse_labels,
         shown="the studies' `classes.txt`, else saved labels' names, else the sample classes")
     train_after_labels: int = setting(
-        0, "start training on its own after N new usable final labels (0: never)", minimum=0)
+        0, "start each trainer of `auto_train` on its own once N usable final labels are new to what it last "
+        "published (0: never)", minimum=0)
+    auto_train: tuple[str, ...] = setting(
+        TRAINERS, "the trainers `train_after_labels` starts (comma list; `segmentation` waits for 2 labels, one to "
+        "hold out)", parse_trainers, shown="`sam3d,segmentation`")
+    correction_radius_mm: float = setting(
+        15.0, "a click on an uploaded label of a class the segmentation head serves changes only the region it "
+        "points at, within this radius (0: the model's whole answer replaces the label)", minimum=0)
     threaded_infer: bool = setting(True, "serve /infer from the thread pool (false: MONAI Label's event loop)")
     uncertainty_samples: int = setting(4, "jittered predictions per `sam3d_uncertainty` score", minimum=1)
     next_sample_window_s: float = setting(

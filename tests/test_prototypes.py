@@ -3,6 +3,7 @@
 import logging
 
 import numpy as np
+import pytest
 import torch
 
 from lib.prompts.regions import spread_points
@@ -56,6 +57,18 @@ def test_bank_round_trip_and_a_corrupt_file_is_reported_and_emptied(tmp_path, ca
     with caplog.at_level(logging.ERROR):
         broken = PrototypeBank(path)
     assert broken.entries == {} and broken.load_error and "will be rebuilt" in caplog.text
+
+
+def test_a_subset_of_the_bank_lives_in_memory_and_keeps_the_chosen_images_only(tmp_path):
+    bank = PrototypeBank(tmp_path / "bank.pt")
+    bank.model_version = "v"
+    bank.entries = {image: ImageEntry(1, {name: torch.ones(2, 4)}, torch.zeros(3, 4))
+                    for image, name in (("a", "liver"), ("b", "spleen"))}
+    subset = bank.subset({"a"})
+    assert subset.model_version == "v" and subset.class_names() == ["liver"] and set(bank.entries) == {"a", "b"}
+    with pytest.raises(ValueError, match="in memory only"):
+        subset.save()
+    assert not (tmp_path / "bank.pt").exists()
 
 
 def test_image_entry_skips_empty_and_unnamed_classes_with_a_reason(starter_checkpoint, tmp_path, caplog):

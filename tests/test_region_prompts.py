@@ -157,3 +157,27 @@ def test_the_simulated_lasso_outlines_the_object_on_its_slice():
     area = parse_lasso(lasso, SHAPE).area
     assert area[10:30, 15:35].all() and area.sum() < 1.15 * 400  # around the clicked region, tightly
     assert not area[35:38, 40:45].any()
+
+
+def test_a_local_correction_changes_only_the_region_each_click_points_at():
+    from lib.prompts.local_edit import local_correction
+
+    base = np.zeros((40, 40, 40), dtype=bool)
+    base[5:35, 5:35, 5:35] = True
+    base[10:16, 10:16, 10:16] = False  # a hole the label misses
+    answer = np.zeros_like(base)
+    answer[8:18, 8:18, 8:18] = True  # the model's coarse answer: fills the hole, drops the rest of the label
+    answer[30:38, 30:38, 30:38] = True  # and adds something far away
+    fixed = local_correction(base, answer, np.array([[12, 12, 12]]), np.zeros((0, 3)), np.full(3, 10.0))
+    expected = base.copy()
+    expected[10:16, 10:16, 10:16] = True
+    assert np.array_equal(fixed, expected)
+    # a background click removes the connected part the answer leaves out, and only within the radius
+    slab = base.copy()
+    slab[10:30, 10:30, 18:22] = False
+    carved = local_correction(base, slab, np.zeros((0, 3)), np.array([[12, 12, 20]]), np.full(3, 3.0))
+    assert not carved[12, 12, 20] and carved[25, 25, 20]
+    assert (base & ~carved).sum() == 6 * 6 * 4  # the slab inside the 7-voxel window around the click
+    # a click where the answer agrees with the label changes nothing
+    assert np.array_equal(local_correction(base, answer, np.array([[20, 20, 20]]), np.zeros((0, 3)),
+                                           np.full(3, 10.0)), base)

@@ -7,7 +7,7 @@ import pytest
 
 from lib.datastore import ValidatingDatastore, label_classes
 from lib.errors import InvalidRequest
-from lib.trainers.auto_train import unseen_labels
+from lib.trainers.auto_train import due_trainers, unseen_labels
 from lib.trainers.datalist import training_datalist
 from tests.conftest import lps_anisotropic_affine, write_nifti
 
@@ -44,15 +44,21 @@ def test_mismatched_empty_and_corrupt_labels_are_skipped_with_a_reason(tmp_path,
     assert "not a readable image" in reasons["Skipping label of corrupt"]
 
 
-def test_save_label_and_auto_training_use_the_same_check(tmp_path, caplog):
+def two_images_and_labels(folder) -> np.ndarray:
+    """Images ``a`` and ``b`` and the label files ``good`` and ``empty`` (returned: the good one's voxels)."""
     affine = lps_anisotropic_affine()
     image = np.random.default_rng(0).random((20, 22, 12)).astype(np.float32)
     good = np.zeros(image.shape, np.uint8)
     good[5:10, 5:10, 3:6] = 1
     for name in ("a", "b"):
-        write_nifti(tmp_path / f"{name}.nii.gz", image, affine)
-    write_nifti(tmp_path / "good.nii.gz", good, affine)
-    write_nifti(tmp_path / "empty.nii.gz", np.zeros_like(good), affine)
+        write_nifti(folder / f"{name}.nii.gz", image, affine)
+    write_nifti(folder / "good.nii.gz", good, affine)
+    write_nifti(folder / "empty.nii.gz", np.zeros_like(good), affine)
+    return good
+
+
+def test_save_label_and_auto_training_use_the_same_check(tmp_path, caplog):
+    two_images_and_labels(tmp_path)
     store = ValidatingDatastore(str(tmp_path))
     with pytest.raises(InvalidRequest, match="not saved: label is empty"):
         store.save_label("a", str(tmp_path / "empty.nii.gz"), "final", {})
@@ -66,3 +72,17 @@ def test_save_label_and_auto_training_use_the_same_check(tmp_path, caplog):
         trained = {"trained_on": [{"id": "a", "label_ts": store.get_label_info("a", "final")["ts"]}]}
         assert unseen_labels(store, trained) == []
     assert "Skipping label of b: label is empty" in caplog.text
+
+
+def test_each_trainer_is_due_on_labels_new_to_its_own_version_and_the_head_waits_for_two(tmp_path):
+    two_images_and_labels(tmp_path)
+    store = ValidatingDatastore(str(tmp_path))
+    store.save_label("a", str(tmp_path / "good.nii.gz"), "final", {})
+    nothing_published = {"sam3d": None, "segmentation": None}
+    assert due_trainers(store, nothing_published, 1) == {"sam3d": ["a"]}  # the head needs a label to hold out
+    store.save_label("b", str(tmp_path / "good.nii.gz"), "final", {})
+    assert due_trainers(store, nothing_published, 1) == {"sam3d": ["a", "b"], "segmentation": ["a", "b"]}
+    head = {"trained_on": [{"id": "a", "label_ts": store.get_label_info("a", "final")["ts"]}],
+            "validated_on": [{"id": "b", "label_ts": store.get_label_info("b", "final")["ts"]}]}
+    assert due_trainers(store, {"sam3d": None, "segmentation": head}, 1) == {"sam3d": ["a", "b"]}
+    assert due_trainers(store, nothing_published, 3) == {}

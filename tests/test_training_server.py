@@ -21,7 +21,8 @@ LABEL_INFO = [{"name": "White Matter", "idx": 1}, {"name": "grey_matter", "idx":
 # publication alone is tested here; whether a fine-tune may be published is tests/test_forgetting.py's business
 QUICK_TRAINING = {"max_epochs": 2, "crops_per_volume": 1, "val_split": 0.5, "max_clicks": 2, "max_minutes": 3,
                   "keep_known_classes": False}
-AUTO_TRAINING = {"train_after_labels": "2", **{f"train_{k}": str(v) for k, v in QUICK_TRAINING.items()}}
+AUTO_TRAINING = {"train_after_labels": "2", "auto_train": "sam3d",
+                 **{f"train_{k}": str(v) for k, v in QUICK_TRAINING.items()}}
 CLICK = {"foreground": [[96, 110, 90]], "label": "white_matter"}
 
 

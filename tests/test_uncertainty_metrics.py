@@ -5,9 +5,9 @@ import pytest
 import torch
 from scipy import stats
 
-from bench.uncertainty import auroc, categorical, soft_dice_error, spearman
+from bench.uncertainty import auroc, categorical, spearman
 from lib.activelearning.sampling import power_noised_order
-from lib.scoring.uncertainty import binary_entropy, summarise
+from lib.scoring.uncertainty import binary_entropy, soft_dice_error, summarise
 
 
 def test_auroc_of_a_map_that_ranks_every_error_first_is_one_and_of_noise_about_a_half():
@@ -58,7 +58,7 @@ def test_served_score_is_the_mean_entropy_where_a_class_is_plausible():
     plausible = binary_entropy(p[[0, 1, 3]]).mean()
     assert result.per_class == {"a": round(float(plausible), 4), "b": 0.0}
     assert result.score == round((result.per_class["a"] + 0.0) / 2, 4)
-    assert torch.allclose(result.entropy, binary_entropy(p))
+    assert torch.allclose(result.voxels, binary_entropy(p))
 
 
 def test_power_noised_order_draws_without_replacement_in_proportion_to_score_power():

@@ -42,7 +42,7 @@ from lib.scoring.uncertainty import SCORE_KEY, Sam3DUncertaintyScoring  # noqa: 
 from lib.server_routes import harden_server_routes  # noqa: E402
 from lib.settings import Settings  # noqa: E402
 from lib.shutdown import install as stop_subprocesses_on_shutdown  # noqa: E402
-from lib.trainers.auto_train import unseen_labels  # noqa: E402
+from lib.trainers.auto_train import active_trainers, due_trainers  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -140,15 +140,16 @@ class Seg3DApp(MONAILabelApp):
 
     def init_scoring_methods(self) -> dict[str, ScoringMethod]:
         samples = self.app_settings.uncertainty_samples
-        return {SCORE_KEY: Sam3DUncertaintyScoring(self.protosam3d_config.service, self.runtime.volumes, samples)}
+        return {SCORE_KEY: Sam3DUncertaintyScoring(self.protosam3d_config.service, self.runtime.volumes, samples,
+                                                   self.protosam3d_config.heads)}
 
     def init_strategies(self) -> dict[str, Strategy]:
         window = self.app_settings.next_sample_window_s
         return {"uncertainty": UncertaintyStrategy(window_s=window), "random": RecencyWeightedRandom()}
 
     def on_save_label(self, image_id: str, label_id: str) -> None:
-        """Add the label's prototypes (seconds); start adapter training once ``--conf train_after_labels N`` new
-        final labels have been saved."""
+        """Add the label's prototypes (seconds); queue each trainer of ``--conf auto_train`` once ``--conf
+        train_after_labels N`` usable final labels are new to what it last published."""
         super().on_save_label(image_id, label_id)
         forget_remote_lists(self.datastore())
         try:
@@ -157,10 +158,14 @@ class Seg3DApp(MONAILabelApp):
             logger.exception("Updating prototypes after saving %s failed", image_id)
         if self.train_after_labels <= 0:
             return
-        registry = self.runtime.models.registry()
-        version = registry.current() if registry else None
-        metadata = registry.read(version)[1] if version else None
-        new = unseen_labels(self.datastore(), metadata)
-        if len(new) >= self.train_after_labels:
-            logger.info("%d final labels not yet trained on (%s): starting training", len(new), new)
-            self.async_training("sam3d")
+        busy = active_trainers()
+        published = {name: self.published_metadata(name) for name in self.app_settings.auto_train if name not in busy}
+        for name, new in due_trainers(self.datastore(), published, self.train_after_labels).items():
+            logger.info("%d final labels new to %s (%s): queueing its training", len(new), name, new)
+            self.async_training(name, enqueue=True)
+
+    def published_metadata(self, trainer: str) -> dict[str, Any] | None:
+        """The metadata of the version a trainer's published files serve now (None before its first)."""
+        files = self.runtime.models.registry() if trainer == "sam3d" else self.protosam3d_config.heads
+        version = files.current() if files else None
+        return files.read(version)[1] if version else None

@@ -32,7 +32,7 @@ class ProtoSam3DConfig(TaskConfig):
             datastore=kwargs["datastore"],
             app_labels=kwargs["labels"],
         )
-        self.heads = HeadStore(runtime.state_dir / "segmentation", keep=runtime.models.keep_adapters)
+        self.heads: HeadStore = runtime.heads
         self.settings: Settings = kwargs.get("settings") or Settings.from_conf(conf)
 
     def infer(self) -> InferTask | dict[str, InferTask]:

@@ -30,7 +30,8 @@ class Sam3DConfig(TaskConfig):
         """``sam3d`` (clicks, box, lasso, previous mask) and ``sam3d_scribbles`` (Slicer's scribbles)."""
         runtime = self.runtime
         return {
-            "sam3d": Sam3DInfer(predictor=runtime.predictor, volumes=runtime.volumes, labels=self.labels),
+            "sam3d": Sam3DInfer(predictor=runtime.predictor, volumes=runtime.volumes, labels=self.labels,
+                                heads=runtime.heads, correction_radius_mm=self.settings.correction_radius_mm),
             "sam3d_scribbles": Sam3DScribblesInfer(predictor=runtime.predictor, volumes=runtime.volumes,
                                                    labels=self.labels),
         }

@@ -1,4 +1,5 @@
-"""Objects shared by every infer task of one app: model store, model-space volume cache and predictor."""
+"""Objects shared by every infer task of one app: model store, model-space volume cache, predictor and the
+published segmentation heads."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from lib.configs.checkpoints import choose_checkpoint
 from lib.engine.model_store import ModelStore, default_device
 from lib.engine.predictor import InteractivePredictor
+from lib.segmentation.head import HeadStore
 from lib.settings import MODEL_SPACING_MM, Settings
 from lib.transforms.preprocess import VolumeCache
 
@@ -23,6 +25,7 @@ class Runtime:
     volumes: VolumeCache
     predictor: InteractivePredictor
     state_dir: Path  # what the app writes: adapters/, segmentation/ (heads), prototypes/ and training runs
+    heads: HeadStore
 
     @classmethod
     def from_settings(cls, model_dir: Path, settings: Settings) -> Runtime:
@@ -41,4 +44,5 @@ class Runtime:
         volumes = VolumeCache(spacing=settings.spacing, max_bytes=int(settings.volume_cache_mb * (1 << 20)))
         predictor = InteractivePredictor(models, embedding_cache_bytes=int(settings.embedding_cache_mb * (1 << 20)),
                                          autozoom=settings.autozoom)
-        return cls(models=models, volumes=volumes, predictor=predictor, state_dir=state_dir)
+        heads = HeadStore(state_dir / "segmentation", keep=settings.keep_adapters)
+        return cls(models=models, volumes=volumes, predictor=predictor, state_dir=state_dir, heads=heads)

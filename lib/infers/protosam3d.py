@@ -17,11 +17,11 @@ from lib.errors import InvalidRequest, NotReady
 from lib.infers.base import ModelSpaceInferTask
 from lib.prompts.clicks import check_inside, decoded, parse_points
 from lib.prompts.geometry import apply_affine, original_to_volume
-from lib.prototypes.auto import segment_automatically
 from lib.prototypes.service import PrototypeService
-from lib.scoring.uncertainty import volume_uncertainty
+from lib.scoring.uncertainty import served_uncertainty
 from lib.segmentation.head import HeadStore
-from lib.segmentation.sources import NETWORK, PROTOTYPES, combine
+from lib.segmentation.served import serve_automatically
+from lib.segmentation.sources import NETWORK, PROTOTYPES
 from lib.transforms.preprocess import ModelVolume, VolumeCache
 
 
@@ -35,8 +35,9 @@ class ProtoSam3DInfer(ModelSpaceInferTask):
     - ``classes``: names to segment (list or comma-separated), default all classes with prototypes;
     - ``threshold``: how sure the prototype match must be before it becomes a prompt (0 to 1, default 0.5);
     - ``clicks``: ``{class: {"foreground": [[i, j, k], ...], "background": [...]}}`` extra voxel clicks per class;
-    - ``uncertainty``: true returns the voxel uncertainty map instead (predictive entropy of ``samples`` jittered
-      predictions, default 4, max over classes, in percent of one bit) with the volume's score.
+    - ``uncertainty``: true returns the voxel uncertainty map of the automatic result instead, in percent, with the
+      volume's score (:func:`lib.scoring.uncertainty.served_uncertainty`: the head's probabilities where it serves,
+      else the entropy of ``samples`` jittered predictions, default 4).
     """
 
     def __init__(self, predictor: InteractivePredictor, volumes: VolumeCache, prototypes: PrototypeService,
@@ -70,30 +71,16 @@ class ProtoSam3DInfer(ModelSpaceInferTask):
         self.labels = label_map  # MONAI Label reports the task's labels as the result's ``label_names``
         start = time.perf_counter()
         if str(data.get("uncertainty", "")).lower() in ("1", "true", "yes"):
-            per_class, background = self.prototypes.bank.prototypes(names)
-            return self._uncertainty(data, volume, dict(zip(names, per_class, strict=True)), background, start)
+            return self._uncertainty(data, volume, names, start)
         head = self.heads.load() if self.heads else None
-        served = set(head.served_classes()) if head else set()
-        by_network = [name for name in names if name in served and name not in clicks]
-        by_prototypes = [name for name in names if name not in by_network]
-        per_class, background = self.prototypes.bank.prototypes(by_prototypes)
-        result = segment_automatically(self.predictor, volume, dict(zip(by_prototypes, per_class, strict=True)),
-                                       background, label_map, threshold, clicks)
+        result = serve_automatically(self.prototypes, head, volume, names, threshold, clicks)
         label = result.label
-        if by_network:
-            new = [name for name in by_prototypes if name not in head.metadata["trained_classes"]]
-            label = combine(head.segment(volume), head.metadata["channels"], by_network, label, label_map, new)
-            for name in by_network:
-                result.found[name] = {"voxels": int((label == label_map[name]).sum())}
-            for name in by_prototypes:
-                if name in result.found:
-                    result.found[name]["voxels"] = int((label == label_map[name]).sum())
         data[self.output_label_key] = MetaTensor(label, affine=torch.as_tensor(volume.original_affine))
         data[self.output_json_key] = {
             "classes": {name: label_map[name] for name in names},
             "found": result.found,
             "missing": result.missing,
-            "sources": {name: NETWORK if name in by_network else PROTOTYPES for name in names},
+            "sources": {name: NETWORK if name in result.by_network else PROTOTYPES for name in names},
             "segmentation_head_version": head.version if head else None,
             "model_version": self.prototypes.bank.model_version,
             "prototype_volumes": len(self.prototypes.bank.entries),
@@ -101,19 +88,19 @@ class ProtoSam3DInfer(ModelSpaceInferTask):
         }
         return data
 
-
-    def _uncertainty(self, data: dict[str, Any], volume: ModelVolume, prototypes: dict[str, torch.Tensor],
-                     background: torch.Tensor, start: float) -> dict:
+    def _uncertainty(self, data: dict[str, Any], volume: ModelVolume, names: list[str], start: float) -> dict:
         samples = data.get("samples", 4)
         if not isinstance(samples, int) or isinstance(samples, bool) or not 2 <= samples <= 16:
             raise InvalidRequest(f"'samples' must be an integer from 2 to 16, got {samples!r}")
-        result = volume_uncertainty(self.predictor, volume, prototypes, background, samples)
-        percent = (result.entropy * 100).round().to(torch.uint8)
+        result = served_uncertainty(self.prototypes, self.heads, volume, names, samples)
+        percent = (result.voxels * 100).round().to(torch.uint8)
         data[self.output_label_key] = MetaTensor(percent, affine=torch.as_tensor(volume.original_affine))
+        head = self.heads.load() if self.heads else None
         data[self.output_json_key] = {
             "uncertainty": {"score": result.score, "per_class": result.per_class, "samples": samples,
-                            "unit": "predictive entropy, percent of one bit, max over classes"},
+                            "unit": f"percent; {result.unit}"},
             "model_version": self.prototypes.bank.model_version,
+            "segmentation_head_version": head.version if head else None,
             "model_ms": round((time.perf_counter() - start) * 1000, 1),
         }
         return data

@@ -20,8 +20,10 @@ from lib.prompts.box import box_prompt, request_box
 from lib.prompts.clicks import check_inside, parse_points
 from lib.prompts.geometry import apply_affine, original_to_volume
 from lib.prompts.lasso import lasso_prompt, parse_lasso, reach_box
+from lib.prompts.local_edit import local_correction
 from lib.prompts.regions import RegionPrompt, apply_regions
 from lib.request_files import is_upload
+from lib.segmentation.head import HeadStore
 from lib.transforms.preprocess import ModelVolume, VolumeCache
 
 logger = logging.getLogger(__name__)
@@ -52,9 +54,20 @@ class Sam3DInfer(ModelSpaceInferTask):
         description: str = "Interactive 3D SAM: click inside (foreground) and outside (background) an object",
         sessions: ObjectSessions | None = None,
         type: str = InferType.DEEPGROW,
+        heads: HeadStore | None = None,
+        correction_radius_mm: float = 0.0,
     ):
         super().__init__(predictor, volumes, labels, type, description)
         self.sessions = sessions or ObjectSessions()
+        self.heads = heads
+        self.correction_radius_mm = correction_radius_mm
+
+    def corrects_locally(self, name: str) -> bool:
+        """Whether clicks on an uploaded label of ``name`` change only the region they point at: for the classes
+        the published segmentation head serves, whose automatic labels are good enough that the model's coarser
+        answer would undo more than the click fixes (``--conf correction_radius_mm``, 0: never)."""
+        head = self.heads.load() if self.heads and self.correction_radius_mm > 0 else None
+        return head is not None and name in head.served_classes()
 
     def run_inferer(self, data: dict[str, Any], convert_to_batch: bool = True, device: str = "cuda") -> dict:
         volume: ModelVolume = data["volume"]
@@ -114,8 +127,10 @@ class Sam3DInfer(ModelSpaceInferTask):
         (image, ``name``, ``client``, region prompts) and continue while the annotator's own clicks extend the
         stored ones, also when the uploaded mask is the one the session started from or the result it last returned
         (a correction re-sends it with every click): then the session's logits, not the upload, are the mask
-        prompt."""
+        prompt. Clicks on an uploaded mask of a class the segmentation head serves change only the region they point at
+        (:meth:`corrects_locally`, :func:`lib.prompts.local_edit.local_correction`)."""
         object_key = (volume.source, name, client, tuple((r.kind, r.key) for r in regions))
+        uploaded = previous_mask
         upload = None if previous_mask is None else mask_digest(previous_mask.numpy())
         previous = self.sessions.previous(object_key, foreground, background, upload)
         own_clicks = foreground, background
@@ -145,6 +160,10 @@ class Sam3DInfer(ModelSpaceInferTask):
             box_extent=box_extent,
         )
         mask = apply_regions(self.predictor.to_original_mask(volume, segmentation).to(torch.uint8), regions)
+        if uploaded is not None and not regions and self.corrects_locally(name):
+            spacing = np.linalg.norm(np.asarray(volume.original_affine)[:3, :3], axis=0)
+            mask = torch.from_numpy(local_correction(uploaded.numpy(), mask.numpy() > 0, *own_clicks,
+                                                     self.correction_radius_mm / spacing).astype(np.uint8))
         known = frozenset() if upload is None else frozenset({upload, mask_digest(mask.numpy())})
         self.sessions.store(object_key, *own_clicks, segmentation, known)
         return mask, segmentation

@@ -99,9 +99,9 @@ def image_entry(predictor: InteractivePredictor, volume: ModelVolume, label_path
 
 
 class PrototypeBank:
-    """Entries per image id for one model version, persisted at ``path``; thread-safe."""
+    """Entries per image id for one model version, persisted at ``path`` (None: in memory only); thread-safe."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path | None):
         self.path = path
         self.lock = threading.RLock()
         self.model_version: str | None = None
@@ -110,7 +110,7 @@ class PrototypeBank:
         self._load()
 
     def _load(self) -> None:
-        if not self.path.exists():
+        if self.path is None or not self.path.exists():
             return
         try:
             content = torch.load(self.path, map_location="cpu", weights_only=False)
@@ -124,8 +124,18 @@ class PrototypeBank:
                          self.path, self.load_error)
             self.model_version, self.entries = None, {}
 
+    def subset(self, image_ids: set[str]) -> PrototypeBank:
+        """A copy in memory, never saved, with the entries of ``image_ids`` only."""
+        with self.lock:
+            bank = PrototypeBank(None)
+            bank.model_version = self.model_version
+            bank.entries = {image: entry for image, entry in self.entries.items() if image in image_ids}
+        return bank
+
     def save(self) -> None:
         """Atomically (temporary file, then rename)."""
+        if self.path is None:
+            raise ValueError("this prototype bank is kept in memory only")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         content = {"format": BANK_FORMAT, "model_version": self.model_version,

@@ -1,4 +1,6 @@
-"""``sam3d_uncertainty``: how unsure the model is about a volume, from jittered automatic predictions."""
+"""``sam3d_uncertainty``: how unsure the model is about a volume's automatic result, from the model that serves each
+class: the published head's class probabilities for the classes in its channels, jittered automatic predictions
+for the classes the prototypes alone know (all of them before a head exists)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,9 @@ from monailabel.interfaces.tasks.scoring import ScoringMethod
 from lib.engine.predictor import InteractivePredictor
 from lib.prototypes.auto import class_logits
 from lib.prototypes.service import PrototypeService
+from lib.segmentation.head import HeadStore
+from lib.segmentation.segresnet import to_original_probabilities
+from lib.segmentation.served import ServedSegmentation, serve_automatically
 from lib.transforms.preprocess import ModelVolume, VolumeCache
 
 logger = logging.getLogger(__name__)
@@ -26,13 +31,20 @@ SCORE_KEY = "sam3d_uncertainty"
 PLAUSIBLE = 0.05  # voxels where the mean foreground probability exceeds this count towards a class's score
 
 
+JITTER_UNIT = "predictive entropy of jittered prototype predictions, bits, max over classes"
+HEAD_UNIT = ("1 - the head's probability of the served label (classes in its channels); predictive entropy of "
+             "jittered prototype predictions, bits, elsewhere")
+
+
 @dataclass
 class Uncertainty:
-    """Per-voxel predictive entropy (bits, max over classes) on the stored image's grid and its summaries."""
+    """A per-voxel uncertainty map (0 to 1, ``unit``) on the stored image's grid and its summaries: ``per_class``
+    and their mean ``score``."""
 
-    entropy: torch.Tensor
-    score: float  # mean over classes of each class's mean entropy in its plausible region
+    voxels: torch.Tensor
+    score: float
     per_class: dict[str, float]
+    unit: str = JITTER_UNIT
 
 
 def binary_entropy(p: torch.Tensor) -> torch.Tensor:
@@ -51,8 +63,15 @@ def jittered_probabilities(predictor: InteractivePredictor, volume: ModelVolume,
             yield sample, name, torch.zeros(volume.original_shape) if logits is None else torch.sigmoid(logits)
 
 
+def soft_dice_error(p: torch.Tensor, mask: torch.Tensor) -> float:
+    """1 - soft Dice between probabilities ``p`` and a mask: the mask's expected error if ``p`` were right."""
+    total = float(p.sum() + mask.sum())
+    return 1.0 - 2.0 * float((p * mask).sum()) / total if total else 0.0
+
+
 def summarise(mean: dict[str, torch.Tensor], shape: tuple[int, ...]) -> Uncertainty:
-    """The entropy map and scores of per-class mean foreground probabilities."""
+    """The entropy map and scores of per-class mean foreground probabilities (each class: its mean entropy where its
+    mean probability exceeds :data:`PLAUSIBLE`)."""
     entropy = torch.zeros(shape)
     per_class = {}
     for name, p in mean.items():
@@ -72,20 +91,71 @@ def volume_uncertainty(predictor: InteractivePredictor, volume: ModelVolume, per
     return summarise(mean, volume.original_shape)
 
 
+def head_uncertainty(served: ServedSegmentation, volume: ModelVolume, label_map: dict[str, int],
+                     names: list[str]) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+    """From the head's class probabilities: per voxel 1 - the probability of the served label, and per class of
+    ``names`` in the head's channels the expected error of its served mask (:func:`soft_dice_error`); also the
+    voxels whose served label has no channel (a class newer than the head), where the map says nothing."""
+    channels: dict[str, int] = served.head.metadata["channels"]
+    probabilities = to_original_probabilities(volume, served.probabilities)
+    label = served.label
+    voxels = 1.0 - probabilities[0]  # the background's channel
+    uncovered = torch.zeros(label.shape, dtype=torch.bool)
+    per_class = {}
+    for name, value in label_map.items():
+        mask = label == value
+        if name not in channels:
+            uncovered |= mask
+            continue
+        p = probabilities[channels[name]]
+        voxels[mask] = 1.0 - p[mask]
+        if name in names:
+            per_class[name] = round(soft_dice_error(p, mask.float()), 4)
+    return voxels, per_class, uncovered
+
+
+def served_uncertainty(service: PrototypeService, head: HeadStore | None, volume: ModelVolume, names: list[str],
+                       samples: int, seed: int = 0) -> Uncertainty:
+    """The uncertainty of the automatic result ``protosam3d`` serves for ``names``: where a published head serves
+    classes, :func:`head_uncertainty` for the classes in its channels; jittered prototype predictions
+    (:func:`volume_uncertainty`) for the others, and for all of them before there is a head."""
+    current = head.load() if head else None
+    served = serve_automatically(service, current, volume, names) if current else None
+    if served is None or served.probabilities is None:
+        per_class, background = service.bank.prototypes(names)
+        return volume_uncertainty(service.predictor, volume, dict(zip(names, per_class, strict=True)), background,
+                                  samples, seed)
+    voxels, scores, uncovered = head_uncertainty(served, volume, service.label_map(), names)
+    others = [name for name in names if name not in scores]
+    if others:
+        per_class, background = service.bank.prototypes(others)
+        jittered = volume_uncertainty(service.predictor, volume, dict(zip(others, per_class, strict=True)),
+                                      background, samples, seed)
+        voxels[uncovered] = jittered.voxels[uncovered]
+        scores.update(jittered.per_class)
+    return Uncertainty(voxels, round(float(np.mean(list(scores.values()))), 4), dict(sorted(scores.items())),
+                       HEAD_UNIT)
+
+
 class Sam3DUncertaintyScoring(ScoringMethod):
     """Scores the unlabeled volumes (``image info[sam3d_uncertainty]``), recomputing only stale or missing ones."""
 
-    def __init__(self, prototypes: PrototypeService, volumes: VolumeCache, samples: int = 4):
-        super().__init__("Uncertainty of jittered automatic 3D SAM predictions (entropy, per volume and class)")
+    def __init__(self, prototypes: PrototypeService, volumes: VolumeCache, samples: int = 4,
+                 heads: HeadStore | None = None):
+        super().__init__("Uncertainty of the automatic result, per volume and class (the head's probabilities where "
+                         "it serves; else entropy of jittered prototype predictions)")
         self.prototypes = prototypes
         self.volumes = volumes
         self.samples = samples
+        self.heads = heads
 
     def signature(self) -> str:
-        """What a score depends on: the model version and the labels the prototypes come from."""
+        """What a score depends on: the model version, the labels the prototypes come from and the head."""
         bank = self.prototypes.bank
         entries = sorted((k, str(v.label_ts)) for k, v in bank.entries.items())
-        return hashlib.sha256(repr((bank.model_version, entries)).encode()).hexdigest()[:16]
+        head = self.heads.load() if self.heads else None
+        published = (head.version, head.metadata.get("published")) if head else None
+        return hashlib.sha256(repr((bank.model_version, entries, published)).encode()).hexdigest()[:16]
 
     def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:
         self.prototypes.sync()
@@ -93,8 +163,6 @@ class Sam3DUncertaintyScoring(ScoringMethod):
         if not names:
             logger.info("Nothing scored: no prototypes yet (save a final label first)")
             return {"scored": 0, "skipped": {}, "reason": "no prototypes yet"}
-        per_class, background = self.prototypes.bank.prototypes(names)
-        prototypes = dict(zip(names, per_class, strict=True))
         signature = self.signature()
         scored, skipped = 0, {}
         for image in sorted(datastore.get_unlabeled_images()):
@@ -107,13 +175,14 @@ class Sam3DUncertaintyScoring(ScoringMethod):
                 logger.warning("Not scoring %s: %s", image, e.detail)
                 continue
             start = time.perf_counter()
-            result = volume_uncertainty(self.prototypes.predictor, volume, prototypes, background, self.samples)
+            result = served_uncertainty(self.prototypes, self.heads, volume, names, self.samples)
             datastore.update_image_info(image, {SCORE_KEY: {
                 "score": result.score,
                 "per_class": result.per_class,
                 "signature": signature,
                 "model_version": self.prototypes.bank.model_version,
                 "samples": self.samples,
+                "unit": result.unit,
                 "seconds": round(time.perf_counter() - start, 1),
                 "ts": int(time.time()),
             }})

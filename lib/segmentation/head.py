@@ -34,10 +34,18 @@ class SegmentationHead:
         """The classes validation gave to the network."""
         return sorted(name for name, source in self.metadata.get("sources", {}).items() if source == NETWORK)
 
+    def probabilities(self, volume: ModelVolume) -> torch.Tensor:
+        """Class probabilities in model space, (channels, X, Y, Z)."""
+        return predict_model_space(self.network, volume.image, int(self.metadata["infer_window"]))
+
+    @staticmethod
+    def to_labels(volume: ModelVolume, probabilities: torch.Tensor) -> torch.Tensor:
+        """Output channels (arg-max of :meth:`probabilities`) on the stored grid of ``volume``, uint8."""
+        return to_original_labels(volume, torch.argmax(probabilities, dim=0).to(torch.uint8))
+
     def segment(self, volume: ModelVolume) -> torch.Tensor:
         """Output channels (arg-max) on the stored grid of ``volume``, uint8."""
-        probabilities = predict_model_space(self.network, volume.image, int(self.metadata["infer_window"]))
-        return to_original_labels(volume, torch.argmax(probabilities, dim=0).to(torch.uint8))
+        return self.to_labels(volume, self.probabilities(volume))
 
 
 class HeadStore(VersionedFiles):

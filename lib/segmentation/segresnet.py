@@ -199,6 +199,13 @@ def to_original_labels(volume: ModelVolume, labels: torch.Tensor) -> torch.Tenso
     return out
 
 
+def to_original_probabilities(volume: ModelVolume, probabilities: torch.Tensor) -> torch.Tensor:
+    """Model-space class probabilities (C, X, Y, Z) on the stored image's grid (nearest neighbour, in steps of
+    1/255), float32."""
+    steps = (probabilities * 255).round().to(torch.uint8)
+    return torch.stack([to_original_labels(volume, channel) for channel in steps]).float() / 255
+
+
 def segment(trained: TrainedSegResNet, volume: ModelVolume) -> torch.Tensor:
     """Class indices on the stored grid of ``volume`` (0 background)."""
     config = trained.config

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import nibabel as nib
@@ -212,13 +210,8 @@ class HeadPublisher:
 
     def training_bank(self) -> PrototypeBank:
         """The app's prototypes of the training labels only (a copy in memory)."""
-        service = self.prototypes
-        service.sync()
-        bank = PrototypeBank(Path(tempfile.gettempdir()) / f"seg3d-head-bank-{os.getpid()}-absent.pt")
-        ids = {item["id"] for item in self.context.train_datalist}
-        bank.model_version = service.bank.model_version
-        bank.entries = {image: entry for image, entry in service.bank.entries.items() if image in ids}
-        return bank
+        self.prototypes.sync()
+        return self.prototypes.bank.subset({item["id"] for item in self.context.train_datalist})
 
     def validate(self, head: SegmentationHead) -> dict[str, dict[str, float]]:
         """``{class: {"segresnet": Dice, "prototypes": Dice, "volumes": n}}`` over the held-out labels that hold
