@@ -13,9 +13,12 @@ otherwise, with the shared click simulation (:mod:`lib.prompts.simulation`) thro
 
 - ``none``: the model as shipped, nothing learnt, volumes in random order;
 - ``prototypes``: prototypes from every save, so later volumes start from an automatic result; random order;
-- ``adapters-<strategy>``: prototypes, plus adapter fine-tuning after every ``--train-every`` saves (a step
-  budget, so runs repeat), volumes picked by ``uncertainty``, ``random`` or ``foreground`` (foreground-aware
-  random: drawn with probability proportional to the automatic result's foreground volume).
+- ``learning-<strategy>``: what the app learns with ``train_after_labels``: prototypes, plus, after every
+  ``--train-every`` saves, adapter fine-tuning and (from 2 saves) the ``segmentation`` head, each with a step budget
+  so runs repeat; the automatic result then serves each class from its better source, clicks on a head-served class
+  are local corrections, and the uncertainty comes from the head. Volumes picked by ``uncertainty``, ``random`` or
+  ``foreground`` (foreground-aware random: drawn with probability proportional to the automatic result's foreground
+  volume).
 """
 
 from __future__ import annotations
@@ -42,10 +45,14 @@ from lib.engine.predictor import InteractivePredictor
 from lib.engine.runtime import MODEL_SPACING_MM
 from lib.infers.sam3d import Sam3DInfer
 from lib.prompts.simulation import Click, Segmenter, dice, run_session, split_clicks
-from lib.prototypes.auto import segment_automatically
 from lib.prototypes.service import PrototypeService
 from lib.scoring.uncertainty import Sam3DUncertaintyScoring
+from lib.segmentation.head import HeadStore
+from lib.segmentation.served import serve_automatically
+from lib.settings import SegmentationTrainSettings
+from lib.trainers.run_control import held_out_split
 from lib.trainers.sam3d_adapters import Sam3DAdapterTrain
+from lib.trainers.segmentation import SegmentationTrain
 from lib.training.studies import IMAGE_SUFFIXES, image_id
 from lib.transforms.preprocess import ModelVolume, VolumeCache
 
@@ -57,16 +64,16 @@ CROPS_PER_VOLUME = 4
 class Arm:
     name: str
     prototypes: bool  # automatic results from the saves' prototypes
-    adapters: bool  # adapter fine-tuning every ``--train-every`` saves
+    trains: bool  # adapter fine-tuning and the segmentation head every ``--train-every`` saves
     strategy: str  # "random", "uncertainty" or "foreground"
 
 
 ARMS = {arm.name: arm for arm in (
     Arm("none", False, False, "random"),
     Arm("prototypes", True, False, "random"),
-    Arm("adapters-uncertainty", True, True, "uncertainty"),
-    Arm("adapters-random", True, True, "random"),
-    Arm("adapters-foreground", True, True, "foreground"),
+    Arm("learning-uncertainty", True, True, "uncertainty"),
+    Arm("learning-random", True, True, "random"),
+    Arm("learning-foreground", True, True, "foreground"),
 )}
 
 
@@ -102,13 +109,17 @@ class Campaign:
         self.models = ModelStore(args.checkpoint, adapter_root=self.work / "state" / "adapters")
         self.predictor = InteractivePredictor(self.models)
         self.volumes = VolumeCache(MODEL_SPACING_MM, 2 << 30)
-        self.task = Sam3DInfer(self.predictor, self.volumes, self.labels)
+        self.heads = HeadStore(self.work / "state" / "segmentation")
+        self.task = Sam3DInfer(self.predictor, self.volumes, self.labels, heads=self.heads,
+                               correction_radius_mm=args.correction_radius_mm)
         self.prototypes = PrototypeService(self.work / "state" / "bank.pt", self.predictor, self.volumes,
                                            lambda: self.datastore, self.labels)
-        self.scoring = Sam3DUncertaintyScoring(self.prototypes, self.volumes, samples=args.samples)
+        self.scoring = Sam3DUncertaintyScoring(self.prototypes, self.volumes, samples=args.samples, heads=self.heads)
         self.chooser = UncertaintyStrategy(window_s=0, seed=seed)
         self.trainer = Sam3DAdapterTrain(str(self.work / "state" / "train"), self.models, self.labels,
                                          MODEL_SPACING_MM)
+        self.head_trainer = SegmentationTrain(str(self.work / "state" / "train_segmentation"), self.heads,
+                                              self.prototypes, MODEL_SPACING_MM, SegmentationTrainSettings().options())
         self.rng = np.random.default_rng(seed)
         self.automatic_cache: dict[tuple[str, str], dict[str, np.ndarray]] = {}
 
@@ -116,8 +127,8 @@ class Campaign:
         return self.volumes.get(self.datastore.get_image_uri(image))
 
     def automatic(self, image: str) -> tuple[dict[str, np.ndarray], float]:
-        """``protosam3d``'s masks per class from the prototypes of the saves so far (none without any), and the
-        seconds they took (0 when the same model and saves already gave them)."""
+        """``protosam3d``'s masks per class as the app serves them from the saves so far (none without any), and the
+        seconds they took (0 when the same model, saves and head already gave them)."""
         if not self.arm.prototypes:
             return {}, 0.0
         self.prototypes.sync()
@@ -128,11 +139,8 @@ class Campaign:
         if key in self.automatic_cache:
             return self.automatic_cache[key], 0.0
         start = time.perf_counter()
-        per_class, background = self.prototypes.bank.prototypes(names)
         indices = self.prototypes.label_map()
-        result = segment_automatically(self.predictor, self.volume(image), dict(zip(names, per_class, strict=True)),
-                                       background, indices)
-        label = result.label.numpy()
+        label = serve_automatically(self.prototypes, self.heads.load(), self.volume(image), names).label.numpy()
         self.automatic_cache[key] = {name: label == indices[name] for name in names}
         return self.automatic_cache[key], time.perf_counter() - start
 
@@ -170,8 +178,10 @@ class Campaign:
         record["model_seconds"] = round(automatic_s + sum(c["seconds"] for c in record["classes"].values()), 2)
         self.datastore.save_label(image, str(self.truth[image]), "final", dict(self.label_info))
         saves = len(self.datastore.get_labeled_images())
-        if self.arm.adapters and saves % self.args.train_every == 0:
+        if self.arm.trains and saves % self.args.train_every == 0:
             record["fine_tune"] = self.fine_tune(saves)
+            if saves >= 2:
+                record["head"] = self.train_head(saves)
         return record
 
     def fine_tune(self, saves: int) -> dict[str, Any]:
@@ -185,6 +195,18 @@ class Campaign:
         publication = stats.get("publication") or {}
         return {"seconds": round(time.perf_counter() - start, 1), "published": publication.get("published"),
                 "forgotten": (publication.get("forgetting") or {}).get("forgotten")}
+
+    def train_head(self, saves: int) -> dict[str, Any]:
+        """The ``segmentation`` trainer for about ``--head-steps`` optimiser steps (whole epochs)."""
+        trained, _ = held_out_split(list(range(saves)), self.args.val_split, self.seed)
+        start = time.perf_counter()
+        stats = self.head_trainer({"model": "segmentation", "name": f"head{saves}", "device": "cpu",
+                                   "val_split": self.args.val_split, "max_minutes": self.args.train_minutes,
+                                   "max_epochs": max(1, math.ceil(self.args.head_steps / len(trained))),
+                                   "seed": self.seed}, self.datastore)
+        publication = stats.get("publication") or {}
+        return {"seconds": round(time.perf_counter() - start, 1), "published": publication.get("published"),
+                "sources": publication.get("sources"), "validation": publication.get("validation")}
 
     def run(self, volumes: int) -> dict[str, Any]:
         start = time.perf_counter()
@@ -233,12 +255,12 @@ def targets(summary: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The issue's two targets where the arms for them ran: learning halves the late clicks, and picking by
     uncertainty needs fewer clicks than both random orders."""
     found: dict[str, Any] = {}
-    if "none" in summary and "adapters-uncertainty" in summary:
-        found["learning_halves_late_clicks"] = (summary["adapters-uncertainty"]["last_third_clicks_per_volume"]
+    if "none" in summary and "learning-uncertainty" in summary:
+        found["learning_halves_late_clicks"] = (summary["learning-uncertainty"]["last_third_clicks_per_volume"]
                                                 <= 0.5 * summary["none"]["last_third_clicks_per_volume"])
-    others = [a for a in ("adapters-random", "adapters-foreground") if a in summary]
-    if "adapters-uncertainty" in summary and others:
-        found["uncertainty_fewest_clicks"] = all(summary["adapters-uncertainty"]["mean_total_clicks"]
+    others = [a for a in ("learning-random", "learning-foreground") if a in summary]
+    if "learning-uncertainty" in summary and others:
+        found["uncertainty_fewest_clicks"] = all(summary["learning-uncertainty"]["mean_total_clicks"]
                                                  < summary[a]["mean_total_clicks"] for a in others)
     return found
 
@@ -273,7 +295,10 @@ def main() -> None:
     p.add_argument("--stop-dice", type=float, default=0.9, help="the annotator saves once Dice reaches this")
     p.add_argument("--train-every", type=int, default=2, help="fine-tune the adapters after every k saves")
     p.add_argument("--train-steps", type=int, default=120, help="optimiser steps per fine-tune (one per crop)")
-    p.add_argument("--train-minutes", type=float, default=5.0, help="a cap on each fine-tune's time")
+    p.add_argument("--train-minutes", type=float, default=5.0, help="a cap on each fine-tune's and head's time")
+    p.add_argument("--head-steps", type=int, default=240, help="optimiser steps per segmentation head run")
+    p.add_argument("--correction-radius-mm", type=float, default=15.0,
+                   help="local corrections of head-served classes (the app's correction_radius_mm; 0: off)")
     p.add_argument("--val-split", type=float, default=0.2, help="saved labels held out by each fine-tune")
     p.add_argument("--samples", type=int, default=2, help="jittered predictions per uncertainty score")
     p.add_argument("--plot", type=Path, default=REPO_ROOT / "out" / "campaign.png")
@@ -299,7 +324,8 @@ def main() -> None:
         "checkpoint": str(args.checkpoint),
         "pool_volumes": len(pool),
         "settings": {k: getattr(args, k) for k in ("volumes", "seeds", "max_clicks", "stop_dice", "train_every",
-                                                    "train_steps", "train_minutes", "val_split", "samples")}
+                                                    "train_steps", "train_minutes", "head_steps",
+                                                    "correction_radius_mm", "val_split", "samples")}
                     | {"volumes": volumes, "arms": [a.name for a in arms]},
         "summary": summary,
         "targets": targets(summary),
