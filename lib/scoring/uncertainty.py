@@ -114,12 +114,12 @@ def head_uncertainty(served: ServedSegmentation, volume: ModelVolume, label_map:
     return voxels, per_class, uncovered
 
 
-def served_uncertainty(service: PrototypeService, head: HeadStore | None, volume: ModelVolume, names: list[str],
+def served_uncertainty(service: PrototypeService, heads: HeadStore | None, volume: ModelVolume, names: list[str],
                        samples: int, seed: int = 0) -> Uncertainty:
     """The uncertainty of the automatic result ``protosam3d`` serves for ``names``: where a published head serves
     classes, :func:`head_uncertainty` for the classes in its channels; jittered prototype predictions
     (:func:`volume_uncertainty`) for the others, and for all of them before there is a head."""
-    current = head.load() if head else None
+    current = heads.load() if heads else None
     served = serve_automatically(service, current, volume, names) if current else None
     if served is None or served.probabilities is None:
         per_class, background = service.bank.prototypes(names)
