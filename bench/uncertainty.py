@@ -292,7 +292,7 @@ def error_regions(label: np.ndarray, truth: np.ndarray, stored: np.ndarray, near
 
 def served_with_head(sources: list[tuple[Path, Path]], pool: list[Path], truth: dict[str, Path],
                      classes: dict[int, str], checkpoint: Path, minutes: float, seed: int, samples: int,
-                     near: int) -> dict:
+                     near: int, batch: int) -> dict:
     """The app's own automatic result and served uncertainty on ``pool`` after its ``segmentation`` trainer ran on
     ``sources`` for ``minutes`` (see the module's doc)."""
     app = app_on_studies(Path(tempfile.mkdtemp(prefix="seg3d-uncertainty-")), sources, pool, classes, checkpoint)
@@ -335,8 +335,9 @@ def served_with_head(sources: list[tuple[Path, Path]], pool: list[Path], truth: 
         "voxel_auroc": {r: summary_of([rows[i]["auroc"][r] for i in ids]) for r in REGIONS},
         "one_minus_dice_range": [round(min(errors), 4), round(max(errors), 4)],
         "first_batch_error": {"random_expected": round(float(np.mean(errors)), 4),
-                              "top_k": batch_errors([rows[i]["score"] for i in ids], errors, 3, 1.0, 1, seed)["top_k"],
-                              "oracle": round(float(np.sort(errors)[::-1][:3].mean()), 4)},
+                              "top_k": batch_errors([rows[i]["score"] for i in ids], errors, batch, 1.0, 1,
+                                                    seed)["top_k"],
+                              "oracle": round(float(np.sort(errors)[::-1][:batch].mean()), 4)},
         "volumes": rows,
     }
 
@@ -414,7 +415,8 @@ def main() -> None:
     primary = {m: (auroc_summary[m][PRIMARY] or {}).get("mean", -1.0) for m in maps}
     best_map = max(MODEL_MAPS, key=primary.get)
     head_run = (served_with_head(sources, [path for path in pool if image_id(path) in results], truth, classes,
-                                 args.checkpoint, args.head_minutes, args.seed, max(args.samples, 2), args.near)
+                                 args.checkpoint, args.head_minutes, args.seed, max(args.samples, 2), args.near,
+                                 min(args.batch, len(results)))
                 if args.head_minutes > 0 else None)
     met_rho = TARGETS["volume_spearman_rho"]
     met_auroc = TARGETS["voxel_auroc"]

@@ -165,7 +165,11 @@ class Seg3DApp(MONAILabelApp):
             self.async_training(name, enqueue=True)
 
     def published_metadata(self, trainer: str) -> dict[str, Any] | None:
-        """The metadata of the version a trainer's published files serve now (None before its first)."""
-        files = self.runtime.models.registry() if trainer == "sam3d" else self.protosam3d_config.heads
-        version = files.current() if files else None
-        return files.read(version)[1] if version else None
+        """The metadata of the version a trainer's published files serve now (None before its first); the head's
+        from the copy ``protosam3d`` keeps loaded."""
+        if trainer == "segmentation":
+            head = self.protosam3d_config.heads.load()
+            return head.metadata if head else None
+        registry = self.runtime.models.registry()
+        version = registry.current() if registry else None
+        return registry.read(version)[1] if version else None
