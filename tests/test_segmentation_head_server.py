@@ -83,7 +83,7 @@ def test_saved_labels_train_a_head_that_serves_the_large_classes_it_validated_be
         automatic_label = np.asarray(nib.load(label_file).dataobj)
         assert result["segmentation_head_version"] == 1
         assert {name: result["sources"][name] for name in LARGE} == {name: "segresnet" for name in LARGE}
-        # measured here: white matter 0.55 -> 0.79, grey matter 0.44 -> 0.77 (prototypes -> head)
+        # measured here: white matter 0.55 -> 0.75-0.76, grey matter 0.44 -> 0.78 (prototypes -> head; two runs)
         for name in LARGE:
             assert after[name] > max(0.65, before[name] + 0.1), (name, before, after)
         # the class the network misses stays on its prototypes
