@@ -7,6 +7,7 @@ import torch
 from lib.prompts.geometry import (
     Crop,
     apply_affine,
+    crop_cover,
     mask_to_crop_logits,
     original_to_volume,
     paste_crop_mask,
@@ -80,6 +81,26 @@ def test_paste_crop_mask_is_nearest_neighbour_of_every_voxel(degrees, small):
     expected[hits[:, 0], hits[:, 1], hits[:, 2]] = mask.numpy()[tuple(in_crop[covered].T)]
     mismatched = (out.numpy() != expected).sum()
     assert covered.sum() > 1000 and mismatched <= 0.001 * covered.sum()
+
+
+@pytest.mark.parametrize("dtype", [torch.bool, torch.float32])  # masks, and the logits of to_original_logits
+@pytest.mark.parametrize("fine_origin", [(9.13, 1.79, 7.37), (-6.87, -7.21, 20.37)])  # inside, and over two faces
+def test_coarse_pass_skipping_the_fine_cover_pastes_the_same(dtype, fine_origin):
+    rng = np.random.default_rng(1)
+    coarse_mask, fine_mask = (torch.as_tensor(rng.random((16, 16, 16)) - 0.5).to(dtype) for _ in range(2))
+    coarse = Crop(origin=(-4.87, -10.21, -3.63), size=16, zoom=2.5)
+    fine = Crop(origin=fine_origin, size=16, zoom=1.0)
+    orig_to_vol = np.array([[0, 0, -0.8, 20], [1.2, 0, 0, -1], [0, 0.73, 0, 4], [0, 0, 0, 1.0]])
+    shape = (40, 30, 35)
+    results = []
+    for keep in (None, crop_cover(fine, orig_to_vol, shape)):
+        out = torch.zeros(shape, dtype=dtype)
+        paste_crop_mask(coarse_mask, coarse, orig_to_vol, shape, out, keep=keep)
+        paste_crop_mask(fine_mask, fine, orig_to_vol, shape, out)
+        results.append(out)
+    cover = crop_cover(fine, orig_to_vol, shape)
+    assert 0 < np.prod([c.stop - c.start for c in cover]) < np.prod(shape)
+    assert torch.count_nonzero(results[0]) > 1000 and torch.equal(results[0], results[1])
 
 
 def test_place_crop_stays_inside_and_centres_small_axes():

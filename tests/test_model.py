@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from lib.model import VARIANTS, build_sam3d, detect_variant, load_sam3d, save_sam3d
+from lib.model.fast_conv import OneDnnConv3d, PatchConvTranspose3d
 from lib.model.image_encoder import Attention
 from lib.model.prompt_encoder import PromptEncoder3D
 
@@ -245,3 +246,25 @@ def test_save_sam3d_round_trip_with_metadata_and_half_precision(tmp_path):
     loaded = load_sam3d(path)
     assert loaded.image_encoder.pos_embed.dtype == torch.float32
     assert torch.allclose(loaded.image_encoder.pos_embed, model.image_encoder.pos_embed, atol=1e-3)
+
+
+def test_convolutions_run_on_faster_kernels_at_inference_with_the_reference_results():
+    torch.manual_seed(0)
+    model = build_sam3d("starter", refiner="clicks")
+    convolutions = [m for m in model.modules() if isinstance(m, torch.nn.Conv3d)]
+    assert convolutions and all(type(m) is OneDnnConv3d for m in convolutions)
+    upscaling = [m for m in model.mask_decoder.output_upscaling if isinstance(m, torch.nn.ConvTranspose3d)]
+    assert len(upscaling) == 2 and all(type(m) is PatchConvTranspose3d for m in upscaling)
+    tokens = torch.randn(2, upscaling[0].in_channels, 4, 5, 6)
+    with torch.no_grad():
+        fast = upscaling[0](tokens)
+    with torch.enable_grad():
+        assert torch.allclose(fast, upscaling[0](tokens).detach(), atol=1e-5)
+    x = torch.randn(1, 5, 32, 32, 32)
+    unet = model.mask_refiner.unet
+    with torch.no_grad(), torch.profiler.profile() as profile:
+        fast = unet(x)
+    assert any(e.key == "aten::mkldnn_convolution" for e in profile.key_averages())
+    with torch.enable_grad():  # training keeps PyTorch's own kernels and gradients
+        reference = unet(x)
+    assert reference.requires_grad and torch.allclose(fast, reference.detach(), atol=1e-4)

@@ -35,6 +35,7 @@ from lib.data.classes import (  # noqa: E402
 )
 from lib.datastore import ValidatingDatastore, forget_remote_lists  # noqa: E402
 from lib.dicomweb_datastore import ValidatingDICOMWebDatastore  # noqa: E402
+from lib.engine.allocator import share_main_arena  # noqa: E402
 from lib.engine.runtime import Runtime  # noqa: E402
 from lib.errors import InvalidRequest, NotFound  # noqa: E402
 from lib.request_files import allowed_file, is_path_like  # noqa: E402
@@ -94,6 +95,7 @@ class Seg3DApp(MONAILabelApp):
         harden_server_routes(threaded_infer=self.app_settings.threaded_infer)
         if "monailabel.app" in sys.modules:  # the server (not a training or scoring subprocess)
             stop_subprocesses_on_shutdown()
+            share_main_arena()  # requests run on worker threads
 
     def init_datastore(self) -> Datastore:
         if self.studies.startswith(("http://", "https://")):

@@ -17,6 +17,7 @@ from lib.model.mask_refiner import MaskRefiner3D
 from lib.prompts.geometry import (
     Crop,
     apply_affine,
+    crop_cover,
     mask_to_crop_logits,
     original_to_volume,
     paste_crop_mask,
@@ -333,9 +334,13 @@ def upsampled_output(output: torch.Tensor, crop: Crop, positive_only: bool) -> t
 
 def _paste_passes(volume: ModelVolume, segmentation: Segmentation, out: torch.Tensor, values,
                   positive_only: bool) -> None:
+    """Pastes the coarse pass (if any), then the fine one; the coarse pass skips the voxels the fine pass writes."""
     orig_to_vol = original_to_volume(volume.original_affine, volume.affine)
+    fine = segmentation.fine
+    fine_cover = crop_cover(fine.crop, orig_to_vol, volume.original_shape) if len(segmentation.passes) > 1 else None
     for p in segmentation.passes:
         upsampled = upsampled_output(p.output, p.crop, positive_only)
-        if p is segmentation.fine:
+        if p is fine:
             honour_clicks(upsampled, p.crop, *segmentation.clicks)  # whatever the value, so also outside the box
-        paste_crop_mask(values(upsampled[0, 0]), p.crop, orig_to_vol, volume.original_shape, out)
+        paste_crop_mask(values(upsampled[0, 0]), p.crop, orig_to_vol, volume.original_shape, out,
+                        keep=None if p is fine else fine_cover)

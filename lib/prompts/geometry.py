@@ -162,44 +162,99 @@ def true_bounds(mask: torch.Tensor) -> list[tuple[int, int]] | None:
     return bounds
 
 
-def paste_crop_mask(
-    mask: torch.Tensor, crop: Crop, original_to_vol: np.ndarray, original_shape: tuple[int, ...], out: torch.Tensor
-) -> None:
-    """Write a crop-resolution mask (``crop.size``^3, bool) into ``out`` (the original grid) by nearest neighbour,
-    at the original voxels the crop covers.
+Box = tuple[slice, slice, slice]
 
-    Orthogonal grids (reorientation and spacing only, the usual case) take a separable index lookup; oblique ones
-    fall back to ``grid_sample``.
-    """
+
+def _nearest_lookup(crop: Crop, original_to_vol: np.ndarray, original_shape: tuple[int, ...]
+                    ) -> tuple[np.ndarray, list[int], list[np.ndarray], Box] | None:
+    """For an orthogonal grid: the original-voxel box's low corner, the crop axis behind each original axis, the
+    nearest crop index of each original position of the box, and the part of the box (relative to its low corner)
+    whose nearest index lies inside the crop. None for an oblique grid or when the crop covers no voxel."""
     lo, hi = crop_bounds_in_original(crop, original_to_vol, original_shape)
-    shape = tuple(int(h - low) for low, h in zip(lo, hi, strict=True))
-    if min(shape) <= 0:
-        return
+    if min(int(h - low) for low, h in zip(lo, hi, strict=True)) <= 0:
+        return None
     original_to_crop = crop.volume_to_crop @ original_to_vol
     source_axes = _axis_permutation(original_to_crop)
-    region = out[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
-    if source_axes is not None:
-        nearest = []
-        for a, p in enumerate(source_axes):
-            coordinate = original_to_crop[p, a] * np.arange(lo[a], hi[a]) + original_to_crop[p, 3]
-            nearest.append(np.floor(coordinate + 0.5).astype(np.int64))
-        target = _index_range(nearest, [(0, crop.size)] * 3)
-        if target is None:
-            return
-        if mask.dtype == torch.bool:  # clear what the crop covers, then look up only the mask's bounding box
-            region[target] = False
-            box = true_bounds(mask)
-            if box is None:
-                return
-            target = _index_range(nearest, [box[p] for p in source_axes])
-            if target is None:
-                return
-        values = mask.permute(*source_axes)
-        for a, (index, part) in enumerate(zip(nearest, target, strict=True)):
-            values = values.index_select(a, torch.as_tensor(index[part]))
-        region[target] = values
+    if source_axes is None:
+        return None
+    nearest = []
+    for a, p in enumerate(source_axes):
+        coordinate = original_to_crop[p, a] * np.arange(lo[a], hi[a]) + original_to_crop[p, 3]
+        nearest.append(np.floor(coordinate + 0.5).astype(np.int64))
+    target = _index_range(nearest, [(0, crop.size)] * 3)
+    return None if target is None else (lo, source_axes, nearest, target)
+
+
+def crop_cover(crop: Crop, original_to_vol: np.ndarray, original_shape: tuple[int, ...]) -> Box | None:
+    """The box of original voxels that :func:`paste_crop_mask` writes for ``crop`` (all of them, whatever the
+    mask); None for an oblique grid, where the written voxels form no box."""
+    lookup = _nearest_lookup(crop, original_to_vol, original_shape)
+    if lookup is None:
+        return None
+    lo, _, _, target = lookup
+    return tuple(slice(int(low) + t.start, int(low) + t.stop) for low, t in zip(lo, target, strict=True))
+
+
+def _box_minus(box: Box, keep: Box | None) -> list[Box]:
+    """``box`` without the voxels of ``keep``, as disjoint boxes."""
+    if keep is None:
+        return [box]
+    pieces, rest = [], list(box)
+    for a in range(3):
+        low, high = max(keep[a].start, rest[a].start), min(keep[a].stop, rest[a].stop)
+        if low >= high:
+            return [*pieces, tuple(rest)]
+        if rest[a].start < low:
+            pieces.append(tuple(rest[:a] + [slice(rest[a].start, low)] + rest[a + 1:]))
+        if high < rest[a].stop:
+            pieces.append(tuple(rest[:a] + [slice(high, rest[a].stop)] + rest[a + 1:]))
+        rest[a] = slice(low, high)
+    return pieces
+
+
+def paste_crop_mask(
+    mask: torch.Tensor, crop: Crop, original_to_vol: np.ndarray, original_shape: tuple[int, ...], out: torch.Tensor,
+    keep: Box | None = None,
+) -> None:
+    """Write a crop-resolution mask (``crop.size``^3, bool) into ``out`` (the original grid) by nearest neighbour,
+    at the original voxels the crop covers, except those of ``keep`` (a box of original voxels, for example the
+    :func:`crop_cover` of a finer pass pasted next).
+
+    Orthogonal grids (reorientation and spacing only, the usual case) take a separable index lookup; oblique ones
+    fall back to ``grid_sample`` (and ignore ``keep``).
+    """
+    lookup = _nearest_lookup(crop, original_to_vol, original_shape)
+    if lookup is not None:
+        lo, source_axes, nearest, target = lookup
+        offset = [int(v) for v in lo]
+        local_keep = None if keep is None else tuple(
+            slice(k.start - o, k.stop - o) for k, o in zip(keep, offset, strict=True))
+        values_box = None  # where mask values are looked up: for bool masks only the mask's bounding box
+        if mask.dtype == torch.bool:
+            bounds = true_bounds(mask)
+            values_box = None if bounds is None else _index_range(nearest, [bounds[p] for p in source_axes])
+        permuted = mask.permute(*source_axes)
+        region = out[tuple(slice(o, o + len(n)) for o, n in zip(offset, nearest, strict=True))]
+        for piece in _box_minus(target, local_keep):
+            if mask.dtype == torch.bool:  # clear what the crop covers, then look up only the mask's bounding box
+                region[piece] = False
+                if values_box is None:
+                    continue
+                piece = tuple(slice(max(p.start, v.start), min(p.stop, v.stop))
+                              for p, v in zip(piece, values_box, strict=True))
+                if any(p.start >= p.stop for p in piece):
+                    continue
+            values = permuted
+            for a, (index, part) in enumerate(zip(nearest, piece, strict=True)):
+                values = values.index_select(a, torch.as_tensor(index[part]))
+            region[piece] = values
         return
-    grid = _normalised_grid(original_to_crop, shape, (crop.size,) * 3, tuple(int(v) for v in lo))
+    lo, hi = crop_bounds_in_original(crop, original_to_vol, original_shape)
+    shape = tuple(int(h - low) for low, h in zip(lo, hi, strict=True))
+    if min(shape) <= 0 or _axis_permutation(crop.volume_to_crop @ original_to_vol) is not None:
+        return
+    region = out[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+    grid = _normalised_grid(crop.volume_to_crop @ original_to_vol, shape, (crop.size,) * 3, tuple(int(v) for v in lo))
     sampled = F.grid_sample(mask[None, None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
     inside = (grid.abs() <= 1.0).all(dim=-1)[0]
     region[inside] = sampled[0, 0][inside].to(region.dtype)

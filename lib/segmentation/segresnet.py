@@ -31,6 +31,7 @@ from monai.transforms import (
     SpatialPadd,
 )
 
+from lib.model.fast_conv import use_fast_convolutions
 from lib.prompts.geometry import Crop, original_to_volume, paste_crop_mask
 from lib.transforms.preprocess import ModelVolume, load_model_label, load_model_volume
 
@@ -81,8 +82,10 @@ class TrainedSegResNet:
 
 
 def build_network(classes: int, init_filters: int = 8) -> SegResNet:
-    """A 3D SegResNet with one input channel and ``classes`` output channels (background included)."""
-    return SegResNet(spatial_dims=3, in_channels=1, out_channels=classes, init_filters=init_filters)
+    """A 3D SegResNet with one input channel and ``classes`` output channels (background included), its
+    convolutions on faster CPU kernels at inference (:mod:`lib.model.fast_conv`)."""
+    network = SegResNet(spatial_dims=3, in_channels=1, out_channels=classes, init_filters=init_filters)
+    return use_fast_convolutions(network)
 
 
 def model_space_pair(image_path: str, label_path: str, spacing: float,
