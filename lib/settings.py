@@ -212,8 +212,7 @@ class Settings:
         0, "start each trainer of `auto_train` on its own once N usable final labels are new to what it last "
         "published (0: never)", minimum=0)
     auto_train: tuple[str, ...] = setting(
-        TRAINERS, "the trainers `train_after_labels` starts (comma list; `segmentation` waits for 2 labels, one to "
-        "hold out)", parse_trainers, shown="`sam3d,segmentation`")
+        TRAINERS, "the trainers `train_after_labels` starts (comma list)", parse_trainers, shown="`sam3d,segmentation`")
     correction_radius_mm: float = setting(
         15.0, "a click on an uploaded label of a class the segmentation head serves changes only the region it "
         "points at, within this radius (0: the model's whole answer replaces the label)", minimum=0)

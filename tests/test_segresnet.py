@@ -10,7 +10,14 @@ import pytest
 import torch
 
 from lib.prompts.simulation import dice
-from lib.segmentation.segresnet import SegResNetConfig, model_space_pair, segment, to_original_labels, train
+from lib.segmentation.segresnet import (
+    SegResNetConfig,
+    class_weights,
+    model_space_pair,
+    segment,
+    to_original_labels,
+    train,
+)
 from lib.transforms.preprocess import load_model_label, load_model_volume
 
 SPACING = 1.0  # in-plane the stored grid itself, so the Dice bound measures learning, not resampling
@@ -71,3 +78,11 @@ def test_model_space_labels_map_back_exactly_when_the_spacing_matches(tmp_path):
     back = to_original_labels(volume, model_label)
     assert tuple(back.shape) == truth.shape
     assert np.array_equal(back.numpy(), truth)
+
+
+def test_rare_classes_weigh_up_to_ten_times_and_common_ones_once():
+    # the sample's voxel counts: background, white matter, grey matter, lateral ventricles; a class without voxels
+    weights = class_weights([6_583_077, 547_921, 939_427, 12_715, 0]).tolist()
+    assert weights[0] == 1.0 and weights[2] == 1.0 and weights[4] == 1.0
+    assert 1.0 < weights[1] < 2.0 and weights[3] == 10.0
+    assert class_weights([0, 0]).tolist() == [1.0, 1.0]

@@ -74,12 +74,13 @@ def test_save_label_and_auto_training_use_the_same_check(tmp_path, caplog):
     assert "Skipping label of b: label is empty" in caplog.text
 
 
-def test_each_trainer_is_due_on_labels_new_to_its_own_version_and_the_head_waits_for_two(tmp_path):
+def test_each_trainer_is_due_on_labels_new_to_its_own_version(tmp_path):
     two_images_and_labels(tmp_path)
     store = ValidatingDatastore(str(tmp_path))
     store.save_label("a", str(tmp_path / "good.nii.gz"), "final", {})
     nothing_published = {"sam3d": None, "segmentation": None}
-    assert due_trainers(store, nothing_published, 1) == {"sam3d": ["a"]}  # the head needs a label to hold out
+    assert due_trainers(store, nothing_published, 1) == {"sam3d": ["a"], "segmentation": ["a"]}
+    assert due_trainers(store, nothing_published, 2) == {}
     store.save_label("b", str(tmp_path / "good.nii.gz"), "final", {})
     assert due_trainers(store, nothing_published, 1) == {"sam3d": ["a", "b"], "segmentation": ["a", "b"]}
     head = {"trained_on": [{"id": "a", "label_ts": store.get_label_info("a", "final")["ts"]}],

@@ -88,6 +88,31 @@ def build_network(classes: int, init_filters: int = 8) -> SegResNet:
     return use_fast_convolutions(network)
 
 
+MAX_CLASS_WEIGHT = 10.0
+
+
+def class_weights(counts: Sequence[int]) -> torch.Tensor:
+    """Cross-entropy weights per output channel from its voxel count in the training labels: the median count over
+    the channel's, between 1 and :data:`MAX_CLASS_WEIGHT` (1 for a channel without voxels). A rare class gets up to
+    10 times the weight of the common ones. Measured on the sample (4 minutes, about 250 steps, seed 0, held-out
+    volumes): without weights the network never finds the lateral ventricles (0.2 % of the voxels; Dice 0.00, their
+    probability stays at 0.13 everywhere); with these (1, 1.36, 1, 10) it reaches 0.80 from 3 labels and 0.83 from
+    one, while grey matter falls from 0.87 to 0.82-0.84. The square root of the same ratio (7.6 for the ventricles)
+    found none of them either: how fast a rare class is learned depends steeply on its weight."""
+    counts = np.asarray(counts, dtype=np.float64)
+    weights = np.ones(len(counts))
+    present = counts > 0
+    if present.any():
+        weights[present] = np.clip(np.median(counts[present]) / counts[present], 1.0, MAX_CLASS_WEIGHT)
+    return torch.as_tensor(weights, dtype=torch.float32)
+
+
+def loss_function(weights: torch.Tensor) -> DiceCELoss:
+    """Dice over each batch's crops together (a crop without a class does not reward predicting none of it) plus
+    cross-entropy weighted by :func:`class_weights`."""
+    return DiceCELoss(to_onehot_y=True, softmax=True, batch=True, weight=weights)
+
+
 def model_space_pair(image_path: str, label_path: str, spacing: float,
                      values: dict[int, int] | None = None) -> dict[str, torch.Tensor]:
     """``{"image": (1, X, Y, Z) float, "label": (1, X, Y, Z) float}`` on the model-space grid; ``values`` maps the
@@ -142,8 +167,8 @@ def train(
     config: SegResNetConfig = SegResNetConfig(),
     max_steps: int | None = None,
 ) -> TrainedSegResNet:
-    """Train a fresh SegResNet with DiceCE on model-space ``pairs`` (:func:`model_space_pair`) until ``seconds``
-    of wall clock have passed (checked before each step) or ``max_steps`` steps are done. Each step takes
+    """Train a fresh SegResNet with :func:`loss_function` on model-space ``pairs`` (:func:`model_space_pair`) until
+    ``seconds`` of wall clock have passed (checked before each step) or ``max_steps`` steps are done. Each step takes
     ``crops_per_step`` crops of one volume, volumes drawn in turn from a seeded shuffle; one of ``seconds`` and
     ``max_steps`` must be finite.
 
@@ -155,10 +180,10 @@ def train(
         torch.manual_seed(config.seed)
         network = build_network(classes, config.init_filters)
     optimiser = torch.optim.Adam(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    loss_function = DiceCELoss(to_onehot_y=True, softmax=True)
     transforms = Compose(augmentation_transforms(config, classes)).set_random_state(seed=config.seed)
     prepare = Compose(preparation_transforms(config, classes))
     prepared = [prepare(dict(pair)) for pair in pairs]
+    loss = loss_function(class_weights([sum(len(p["label_indices"][c]) for p in prepared) for c in range(classes)]))
     network.train()
     losses: list[float] = []
     order: list[int] = []
@@ -174,10 +199,10 @@ def train(
         for group in optimiser.param_groups:
             group["lr"] = cosine_learning_rate(config.learning_rate, fraction)
         optimiser.zero_grad(set_to_none=True)
-        loss = loss_function(network(image), label)
-        loss.backward()
+        value = loss(network(image), label)
+        value.backward()
         optimiser.step()
-        losses.append(float(loss.detach()))
+        losses.append(float(value.detach()))
         steps += 1
     network.eval()
     return TrainedSegResNet(network, config, classes, steps, time.perf_counter() - start, losses)

@@ -11,8 +11,6 @@ from monailabel.utils.async_tasks.utils import tasks
 
 from lib.datastore import FinalLabel, final_labels, usable
 
-MINIMUM_LABELS = {"segmentation": 2}  # the head holds one label out to choose each class's source
-
 
 def labels_seen(metadata: dict[str, Any] | None) -> set[tuple[str, Any]]:
     """(image id, label time stamp) of every label a published version was trained or validated on."""
@@ -35,14 +33,12 @@ def unseen_labels(datastore: Datastore, metadata: dict[str, Any] | None,
 def due_trainers(datastore: Datastore, published: Mapping[str, dict[str, Any] | None], after: int
                  ) -> dict[str, list[str]]:
     """``{trainer: its new labels}`` for each trainer of ``published`` (its name and the metadata of the version it
-    serves, None before the first) with at least ``after`` new labels and the labels it needs in all."""
+    serves, None before the first) with at least ``after`` new labels."""
     labels = final_labels(datastore)
     due = {}
     for name, metadata in published.items():
         new = unseen_labels(datastore, metadata, labels)
-        seen = labels_seen(metadata)
-        known = sum((label.image_id, label.ts) in seen for label in labels)
-        if len(new) >= after and len(new) + known >= MINIMUM_LABELS.get(name, 1):
+        if len(new) >= after:
             due[name] = new
     return due
 

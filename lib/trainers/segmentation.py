@@ -1,9 +1,10 @@
 """The ``segmentation`` trainer: a MONAI SegResNet trained on the datastore's final labels (MONAI Label
 ``BasicTrainTask``, as the radiology app's ``segmentation``), published as a head of ``protosam3d``.
 
-When the run ends, the network and the prototypes of the training labels both segment the held-out labels on their
-stored grid; each class goes to whichever has the higher Dice (:func:`lib.segmentation.sources.choose_sources`),
-and the head is published with that choice. ``protosam3d`` serves it from its next request.
+When the run ends, the network and the prototypes of the training labels both segment the held-out labels (with a
+single label, that label) on their stored grid; each class goes to whichever has the higher Dice
+(:func:`lib.segmentation.sources.choose_sources`), and the head is published with that choice. ``protosam3d``
+serves it from its next request.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import torch
 from ignite.engine import Engine, Events
 from monai.handlers import MeanDice, StatsHandler, from_engine
 from monai.inferers import SimpleInferer, SlidingWindowInferer
-from monai.losses import DiceCELoss
 from monai.transforms import Activationsd, AsDiscreted, Compose, MapTransform
 from monailabel.interfaces.datastore import Datastore
 from monailabel.tasks.train.basic_train import BasicTrainTask, Context
@@ -33,7 +33,9 @@ from lib.segmentation.segresnet import (
     SegResNetConfig,
     augmentation_transforms,
     build_network,
+    class_weights,
     cosine_learning_rate,
+    loss_function,
     model_space_pair,
     preparation_transforms,
 )
@@ -59,6 +61,17 @@ class LoadSegmentationPaird(MapTransform):
 
     def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
         return model_space_pair(data["image"], data["label"], self.spacing, data["values"])
+
+
+def channel_counts(datalist: list[dict[str, Any]], channels: int) -> np.ndarray:
+    """Voxels of each output channel over the datalist's labels (their ``values`` map voxel values to channels)."""
+    counts = np.zeros(channels, dtype=np.int64)
+    for item in datalist:
+        voxels = np.clip(np.rint(np.asarray(nib.load(item["label"]).dataobj)), 0, None).astype(np.int64)
+        per_value = np.bincount(voxels.ravel())
+        for value, count in enumerate(per_value):
+            counts[item["values"].get(value, 0)] += count
+    return counts
 
 
 class SegmentationTrain(BasicTrainTask):
@@ -103,6 +116,7 @@ class SegmentationTrain(BasicTrainTask):
         for item in datalist:
             item["values"] = {value: channels[name] for name, value in item["classes"].items()}
         request["channels"] = channels
+        request["class_weights"] = class_weights(channel_counts(datalist, max(channels.values()) + 1)).tolist()
         logger.info("Segmentation head on %d final labels: %s", len(datalist), [d["id"] for d in datalist])
         return datalist
 
@@ -146,8 +160,8 @@ class SegmentationTrain(BasicTrainTask):
     def optimizer(self, context: Context) -> torch.optim.Optimizer:
         return torch.optim.Adam(context.network.parameters(), lr=float(context.request["lr"]), weight_decay=1e-5)
 
-    def loss_function(self, context: Context) -> DiceCELoss:
-        return DiceCELoss(to_onehot_y=True, softmax=True)
+    def loss_function(self, context: Context) -> torch.nn.Module:
+        return loss_function(torch.tensor(context.request["class_weights"]))
 
     def lr_scheduler_handler(self, context: Context) -> None:
         return None  # cosine over the time budget (:class:`CosineOverBudget`)
@@ -213,15 +227,15 @@ class HeadPublisher:
         self.prototypes.sync()
         return self.prototypes.bank.subset({item["id"] for item in self.context.train_datalist})
 
-    def validate(self, head: SegmentationHead) -> dict[str, dict[str, float]]:
-        """``{class: {"segresnet": Dice, "prototypes": Dice, "volumes": n}}`` over the held-out labels that hold
-        the class, on the stored grid."""
+    def validate(self, head: SegmentationHead, labels: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+        """``{class: {"segresnet": Dice, "prototypes": Dice, "volumes": n}}`` over the ``labels`` that hold the
+        class, on the stored grid."""
         channels: dict[str, int] = head.metadata["channels"]
         bank = self.training_bank()
         names = bank.class_names()
         per_class, background = bank.prototypes(names) if names else ([], None)
         scores: dict[str, dict[str, list[float]]] = {}
-        for item in self.context.held_out:
+        for item in labels:
             volume = self.prototypes.volumes.get(item["image"])
             truth = np.asarray(nib.load(item["label"]).dataobj)
             network = head.segment(volume).numpy()
@@ -257,8 +271,11 @@ class HeadPublisher:
             "config": dict(vars(self.config)),
         }
         head = SegmentationHead(context.network.eval(), {**metadata, "version": 0})
-        validation = self.validate(head) if context.held_out else {}
+        # a single label cannot be held out: both sources are then checked on it, which still catches a network
+        # that learned nothing (both fit that label, so it favours neither by construction)
+        validation = self.validate(head, context.held_out or context.train_datalist)
         metadata["validation"] = validation
+        metadata["validated_on_training_labels"] = not context.held_out
         metadata["sources"] = choose_sources(validation, set(trained), sorted(channels))
         version = self.heads.publish(state, metadata)
         self.outcome.update(published=version, sources=metadata["sources"], validation=validation)
