@@ -11,9 +11,9 @@ The trained baseline: for each ``--shots`` k, a MONAI SegResNet trained from scr
 for ``--segresnet-minutes`` of wall clock (``lib/segmentation/segresnet.py``; 0 leaves it out), its Dice on the same
 held-out volumes, and ``comparison``: protosam3d minus SegResNet per class and k, and which source is better.
 
-What the app serves: for each k of at least 2, the app itself (``apps/seg3d``) on a studies folder holding the k
-labelled volumes and the held-out images, its ``segmentation`` trainer run for ``--served-minutes`` (a SegResNet
-head; one label held out chooses each class's source), then ``protosam3d`` through the app's infer on every
+What the app serves: for each k, the app itself (``apps/seg3d``) on a studies folder holding the k labelled volumes
+and the held-out images, its ``segmentation`` trainer run for ``--served-minutes`` (a SegResNet head; one label held
+out chooses each class's source, or with k = 1 that label itself), then ``protosam3d`` through the app's infer on every
 held-out volume (``served_<k>_labelled``, with the sources it used).
 """
 
@@ -171,7 +171,7 @@ def main() -> None:
     p.add_argument("--segresnet-crop", type=int, default=64, help="training crop and inference window edge (voxels)")
     p.add_argument("--seed", type=int, default=0, help="SegResNet initialisation, crops and augmentation")
     p.add_argument("--served-minutes", type=float, default=5.0,
-                   help="the app's segmentation trainer budget per k >= 2 (0: leave the served runs out)")
+                   help="the app's segmentation trainer budget per k (0: leave the served runs out)")
     p.add_argument("--skip-template-latency", action="store_true", help="do not measure the 1 mm template latency")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -199,7 +199,7 @@ def main() -> None:
         row = evaluate_segresnet(trained, eval_pairs, classes)
         runs[f"segresnet_{shots}_labelled"] = {**row, **trained.summary(), "loading_seconds": round(loading, 1)}
         print("segresnet", shots, runs[f"segresnet_{shots}_labelled"], flush=True)
-    for shots in [k for k in args.shots if k >= 2] if args.served_minutes > 0 else []:
+    for shots in args.shots if args.served_minutes > 0 else []:
         runs[f"served_{shots}_labelled"] = served_run(pairs[:shots], eval_pairs, classes,
                                                       args.checkpoint, args.served_minutes, args.seed)
         print("served", shots, runs[f"served_{shots}_labelled"], flush=True)
