@@ -14,7 +14,7 @@ otherwise, with the shared click simulation (:mod:`lib.prompts.simulation`) thro
 - ``none``: the model as shipped, nothing learnt, volumes in random order;
 - ``prototypes``: prototypes from every save, so later volumes start from an automatic result; random order;
 - ``learning-<strategy>``: what the app learns with ``train_after_labels``: prototypes, plus, after every
-  ``--train-every`` saves, adapter fine-tuning and (from 2 saves) the ``segmentation`` head, each with a step budget
+  ``--train-every`` saves, adapter fine-tuning and the ``segmentation`` head, each with a step budget
   so runs repeat; the automatic result then serves each class from its better source, clicks on a head-served class
   are local corrections, and the uncertainty comes from the head. Volumes picked by ``uncertainty``, ``random`` or
   ``foreground`` (foreground-aware random: drawn with probability proportional to the automatic result's foreground
@@ -180,8 +180,7 @@ class Campaign:
         saves = len(self.datastore.get_labeled_images())
         if self.arm.trains and saves % self.args.train_every == 0:
             record["fine_tune"] = self.fine_tune(saves)
-            if saves >= 2:
-                record["head"] = self.train_head(saves)
+            record["head"] = self.train_head(saves)
         return record
 
     def fine_tune(self, saves: int) -> dict[str, Any]:

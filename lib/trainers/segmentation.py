@@ -271,8 +271,9 @@ class HeadPublisher:
             "config": dict(vars(self.config)),
         }
         head = SegmentationHead(context.network.eval(), {**metadata, "version": 0})
-        # a single label cannot be held out: both sources are then checked on it, which still catches a network
-        # that learned nothing (both fit that label, so it favours neither by construction)
+        # nothing held out (a single label, or val_split 0): both sources are checked on the training labels; both
+        # were fitted to them, so this cannot say which generalises better, but it refuses a network that learned
+        # nothing
         validation = self.validate(head, context.held_out or context.train_datalist)
         metadata["validation"] = validation
         metadata["validated_on_training_labels"] = not context.held_out
