@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from lib.prompts.simulation import dice
-from lib.segmentation.head import SegmentationHead
 from lib.segmentation.segresnet import (
     SegResNetConfig,
     class_weights,
@@ -87,12 +86,3 @@ def test_rare_classes_weigh_up_to_ten_times_and_common_ones_once():
     assert weights[0] == 1.0 and weights[2] == 1.0 and weights[4] == 1.0
     assert 1.0 < weights[1] < 2.0 and weights[3] == 10.0
     assert class_weights([0, 0]).tolist() == [1.0, 1.0]
-
-
-def test_calibrated_probabilities_undo_the_class_weights():
-    probabilities = torch.tensor([[0.5, 0.9], [0.5, 0.1]])  # (channels, voxels): background, a rare class
-    head = SegmentationHead(torch.nn.Identity(), {"class_weights": [1.0, 10.0]})
-    calibrated = head.calibrated(probabilities)
-    assert torch.allclose(calibrated[:, 0], torch.tensor([10 / 11, 1 / 11]))
-    assert torch.allclose(calibrated.sum(dim=0), torch.ones(2))
-    assert torch.equal(SegmentationHead(torch.nn.Identity(), {}).calibrated(probabilities), probabilities)

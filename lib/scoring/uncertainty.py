@@ -93,12 +93,11 @@ def volume_uncertainty(predictor: InteractivePredictor, volume: ModelVolume, per
 
 def head_uncertainty(served: ServedSegmentation, volume: ModelVolume, label_map: dict[str, int],
                      names: list[str]) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
-    """From the head's class probabilities (:meth:`SegmentationHead.calibrated`): per voxel 1 - the probability of
-    the served label, and per class of ``names`` in the head's channels the expected error of its served mask
-    (:func:`soft_dice_error`); also the voxels whose served label has no channel (a class newer than the head), where
-    the map says nothing."""
+    """From the head's class probabilities: per voxel 1 - the probability of the served label, and per class of
+    ``names`` in the head's channels the expected error of its served mask (:func:`soft_dice_error`); also the
+    voxels whose served label has no channel (a class newer than the head), where the map says nothing."""
     channels: dict[str, int] = served.head.metadata["channels"]
-    probabilities = to_original_probabilities(volume, served.head.calibrated(served.probabilities))
+    probabilities = to_original_probabilities(volume, served.probabilities)
     label = served.label
     voxels = 1.0 - probabilities[0]  # the background's channel
     uncovered = torch.zeros(label.shape, dtype=torch.bool)

@@ -38,18 +38,6 @@ class SegmentationHead:
         """Class probabilities in model space, (channels, X, Y, Z)."""
         return predict_model_space(self.network, volume.image, int(self.metadata["infer_window"]))
 
-    def calibrated(self, probabilities: torch.Tensor) -> torch.Tensor:
-        """:meth:`probabilities` without the bias of the class-weighted loss: each channel divided by its training
-        weight (``class_weights`` in the metadata; heads without it are returned unchanged) and renormalised, the
-        prior correction for a cross-entropy that counted class c ``w_c`` times. The labels keep the arg-max of the
-        weighted probabilities, which is what finds the rare classes."""
-        weights = self.metadata.get("class_weights")
-        if not weights:
-            return probabilities
-        shape = (-1,) + (1,) * (probabilities.dim() - 1)
-        scaled = probabilities / torch.as_tensor(weights, dtype=probabilities.dtype).reshape(shape)
-        return scaled / scaled.sum(dim=0, keepdim=True).clamp_min(1e-12)
-
     @staticmethod
     def to_labels(volume: ModelVolume, probabilities: torch.Tensor) -> torch.Tensor:
         """Output channels (arg-max of :meth:`probabilities`) on the stored grid of ``volume``, uint8."""

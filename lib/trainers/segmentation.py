@@ -261,7 +261,7 @@ class HeadPublisher:
         metadata: dict[str, Any] = {
             "channels": channels, "init_filters": self.config.init_filters,
             "infer_window": int(context.request["infer_window"]),
-            "trained_classes": trained, "class_weights": context.request["class_weights"],
+            "trained_classes": trained,
             "trained_on": [{"id": item["id"], "label_ts": item.get("label_ts")} for item in context.train_datalist],
             "validated_on": [{"id": item["id"], "label_ts": item.get("label_ts")} for item in context.held_out],
             "iterations": trainer.state.iteration, "epochs": trainer.state.epoch,
