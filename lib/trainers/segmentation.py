@@ -116,7 +116,6 @@ class SegmentationTrain(BasicTrainTask):
         for item in datalist:
             item["values"] = {value: channels[name] for name, value in item["classes"].items()}
         request["channels"] = channels
-        request["class_weights"] = class_weights(channel_counts(datalist, max(channels.values()) + 1)).tolist()
         logger.info("Segmentation head on %d final labels: %s", len(datalist), [d["id"] for d in datalist])
         return datalist
 
@@ -161,7 +160,10 @@ class SegmentationTrain(BasicTrainTask):
         return torch.optim.Adam(context.network.parameters(), lr=float(context.request["lr"]), weight_decay=1e-5)
 
     def loss_function(self, context: Context) -> torch.nn.Module:
-        return loss_function(torch.tensor(context.request["class_weights"]))
+        """:func:`lib.segmentation.segresnet.loss_function`, weighted by the training labels' class voxels (the
+        held-out labels are not counted)."""
+        counts = channel_counts(context.train_datalist, self.output_channels(context.request))
+        return loss_function(class_weights(counts))
 
     def lr_scheduler_handler(self, context: Context) -> None:
         return None  # cosine over the time budget (:class:`CosineOverBudget`)
