@@ -260,6 +260,14 @@ def test_convolutions_run_on_faster_kernels_at_inference_with_the_reference_resu
         fast = upscaling[0](tokens)
     with torch.enable_grad():
         assert torch.allclose(fast, upscaling[0](tokens).detach(), atol=1e-5)
+    embedding = torch.randn(2, tokens.shape[1], model.embed_size, model.embed_size, model.embed_size)
+    points, labels = torch.tensor([[[20.0, 30.0, 40.0]]] * 2), torch.tensor([[1]] * 2)
+    with torch.no_grad():  # the decoder's masks from the last upscaling layer's blocks
+        fast_masks, _ = model.decode(embedding, points, labels, multimask_output=True)
+    with torch.enable_grad():
+        reference_masks, _ = model.decode(embedding, points, labels, multimask_output=True)
+    assert fast_masks.shape == (2, 3, *(model.low_res_size,) * 3)
+    assert torch.allclose(fast_masks, reference_masks.detach(), atol=1e-5)
     x = torch.randn(1, 5, 32, 32, 32)
     unet = model.mask_refiner.unet
     with torch.no_grad(), torch.profiler.profile() as profile:

@@ -36,6 +36,7 @@ from lib.data.classes import (  # noqa: E402
 from lib.datastore import ValidatingDatastore, forget_remote_lists  # noqa: E402
 from lib.dicomweb_datastore import ValidatingDICOMWebDatastore  # noqa: E402
 from lib.engine.allocator import share_main_arena  # noqa: E402
+from lib.engine.blas import single_threaded_blas  # noqa: E402
 from lib.engine.runtime import Runtime  # noqa: E402
 from lib.errors import InvalidRequest, NotFound  # noqa: E402
 from lib.request_files import allowed_file, is_path_like  # noqa: E402
@@ -96,6 +97,7 @@ class Seg3DApp(MONAILabelApp):
         if "monailabel.app" in sys.modules:  # the server (not a training or scoring subprocess)
             stop_subprocesses_on_shutdown()
             share_main_arena()  # requests run on worker threads
+            single_threaded_blas()  # its small matrices wait for OpenBLAS threads otherwise
 
     def init_datastore(self) -> Datastore:
         if self.studies.startswith(("http://", "https://")):

@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 
 from lib.model.common import MLP, LayerNorm3d
+from lib.model.fast_conv import PatchConvTranspose3d, blocks_to_grid, fast_inference
 from lib.model.transformer import TwoWayTransformer3D
 
 
@@ -54,10 +55,25 @@ class MaskDecoder3D(nn.Module):
         hs, src = self.transformer(src, pos_src, tokens)
         iou_token_out = hs[:, 0, :]
         mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
-        upscaled = self.output_upscaling(src.transpose(1, 2).reshape(b, c, x, y, z))
         hyper_in = torch.stack(
             [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
         )
-        b, c, x, y, z = upscaled.shape
-        masks = (hyper_in @ upscaled.view(b, c, x * y * z)).view(b, -1, x, y, z)
+        masks = self.upscaled_masks(src.transpose(1, 2).reshape(b, c, x, y, z), hyper_in)
         return masks, self.iou_prediction_head(iou_token_out)
+
+    def upscaled_masks(self, src: torch.Tensor, hyper_in: torch.Tensor) -> torch.Tensor:
+        """(B, M, 4X, 4Y, 4Z) masks: ``hyper_in`` (B, M, C/8) times the upscaled embedding ``src`` (B, C, X, Y, Z).
+
+        At inference the last upscaling layer's output stays in blocks, one per input voxel (the final GELU is
+        elementwise), and only the M masks are put in grid order: the (C/8)-channel full-resolution tensor is never
+        rearranged."""
+        *head, last, activation = self.output_upscaling
+        if isinstance(last, PatchConvTranspose3d) and fast_inference(src):
+            hidden = nn.Sequential(*head)(src)
+            blocks = activation(last.blocks(hidden))  # (B, voxels, offsets, C/8)
+            b = blocks.shape[0]
+            masks = blocks.view(b, -1, blocks.shape[-1]) @ hyper_in.transpose(1, 2)
+            return blocks_to_grid(masks.view(b, -1, blocks.shape[2], masks.shape[-1]), hidden.shape[2:], last.stride)
+        upscaled = self.output_upscaling(src)
+        b, c, x, y, z = upscaled.shape
+        return (hyper_in @ upscaled.view(b, c, x * y * z)).view(b, -1, x, y, z)
