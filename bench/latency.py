@@ -80,35 +80,37 @@ def click_plan(pairs, classes, count: int, object_name: str | None = None
     return plan
 
 
-def server_round_trips(url: str, plan) -> dict[str, float]:
-    """Median seconds per click kind. A "first click" counts only when the server reports an encoder run, a
-    follow-up only when it reports none (the second follow-up adds a far foreground click, which may need a new
-    crop: that is a first click for the new crop, not a follow-up)."""
+def server_round_trips(url: str, plan, follow_ups: int) -> dict[str, float | list[float]]:
+    """Median seconds per click kind, and the follow-ups' 10th and 90th percentiles. Per image: the cold first
+    click, a first click on the far object, then ``follow_ups`` follow-up clicks (a background click added, sent
+    again as the same session's next click), each counted only when the server reports no encoder run."""
     c = client(url)
     times: dict[str, list[float]] = {"cold": [], "first": [], "follow": []}
     for image_id, name, a, b, far in plan:
-        for bucket, params in (
-            ("cold", {"foreground": [a], "background": [], "label": name}),
-            ("first", {"foreground": [far], "background": [], "label": name + "_far"}),
-            ("follow", {"foreground": [a], "background": [b], "label": name}),
-            ("follow", {"foreground": [a, b], "background": [], "label": name}),
-        ):
+        requests = [("cold", {"foreground": [a], "background": [], "label": name}),
+                    ("first", {"foreground": [far], "background": [], "label": name + "_far"})]
+        requests += [("follow", {"foreground": [a], "background": [b], "label": name})] * follow_ups
+        for bucket, params in requests:
             start = time.perf_counter()
             _, result = c.infer("sam3d", image_id, {**params, **CLIENT_RESULT})
             elapsed = time.perf_counter() - start
             hits = result["embedding_cached"]
             if bucket == "cold" or (bucket == "first" and not all(hits)) or (bucket == "follow" and all(hits)):
                 times[bucket].append(elapsed)
+    follow = times["follow"]
     summary = {f"{name}_count": len(values) for name, values in times.items()}
     return {"first_click_cold_image_s": statistics.median(times["cold"]),
             "first_click_s": statistics.median(times["first"]) if times["first"] else float("nan"),
-            "follow_up_click_s": statistics.median(times["follow"]) if times["follow"] else float("nan"), **summary}
+            "follow_up_click_s": statistics.median(follow) if follow else float("nan"),
+            "follow_up_click_p10_p90_s": [float(np.percentile(follow, q)) for q in (10, 90)] if follow else None,
+            **summary}
 
 
 def main() -> None:
     p = parser(__doc__, "data/sample/studies")
     p.add_argument("--images", type=int, default=6)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--follow-ups", type=int, default=8, help="follow-up clicks per image")
     p.add_argument("--label", default=None,
                    help="object name sent with the clicks (default: the stored class's name); a name the starter's "
                         "decoder was not trained on times its class-agnostic refiner route")
@@ -123,9 +125,10 @@ def main() -> None:
             row = model_times(conf, args.repeats)
             log = (args.out.parent if args.out else Path(tmp)) / f"latency_server_{variant}.log"
             with running_server(args.data, {**conf, "device": "cpu"}, log) as server:
-                row.update(server_round_trips(server.url, plan))
+                row.update(server_round_trips(server.url, plan, args.follow_ups))
                 row["server_rss_mb"] = server.rss_mb()
-            rows[variant] = {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
+            rows[variant] = {k: round(v, 4) if isinstance(v, float) else [round(x, 4) for x in v]
+                             if isinstance(v, list) else v for k, v in row.items()}
             print(variant, rows[variant], flush=True)
     reference = rows["sam_med3d"]
     ratios = {v: {k: round(r[k] / reference[k], 3) for k in ("encoder_s", "first_click_s", "follow_up_click_s")}
