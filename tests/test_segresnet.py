@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from lib.prompts.simulation import dice
+from lib.segmentation.resample import to_original_labels
 from lib.segmentation.segresnet import (
     SegResNetConfig,
     class_weights,
     model_space_pair,
     segment,
-    to_original_labels,
     train,
 )
 from lib.transforms.preprocess import load_model_label, load_model_volume

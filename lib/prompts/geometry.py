@@ -11,6 +11,7 @@ All maps are affine, so they compose into single 4x4 matrices and are applied on
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -138,6 +139,17 @@ def _axis_permutation(matrix: np.ndarray) -> list[int] | None:
     return [int(np.argmax(nonzero[:, a])) for a in range(3)]
 
 
+def axis_coordinates(matrix: np.ndarray, low: Sequence[int], high: Sequence[int]
+                     ) -> tuple[list[int], list[np.ndarray]] | None:
+    """For a map that only permutes, flips and scales axes (an orthogonal grid): the target axis behind each source
+    axis, and per source axis the target coordinates of its indices ``low`` to ``high`` (exclusive); None for an
+    oblique map."""
+    target_axes = _axis_permutation(matrix)
+    if target_axes is None:
+        return None
+    return target_axes, [matrix[t, a] * np.arange(low[a], high[a]) + matrix[t, 3] for a, t in enumerate(target_axes)]
+
+
 def _index_range(nearest: list[np.ndarray], bounds: list[tuple[int, int]]) -> tuple[slice, ...] | None:
     """Per output axis, the slice of positions whose nearest source index lies in ``[low, high)`` (contiguous,
     because each axis map is monotonic); None when an axis has none."""
@@ -173,14 +185,11 @@ def _nearest_lookup(crop: Crop, original_to_vol: np.ndarray, original_shape: tup
     lo, hi = crop_bounds_in_original(crop, original_to_vol, original_shape)
     if min(int(h - low) for low, h in zip(lo, hi, strict=True)) <= 0:
         return None
-    original_to_crop = crop.volume_to_crop @ original_to_vol
-    source_axes = _axis_permutation(original_to_crop)
-    if source_axes is None:
+    found = axis_coordinates(crop.volume_to_crop @ original_to_vol, lo, hi)
+    if found is None:
         return None
-    nearest = []
-    for a, p in enumerate(source_axes):
-        coordinate = original_to_crop[p, a] * np.arange(lo[a], hi[a]) + original_to_crop[p, 3]
-        nearest.append(np.floor(coordinate + 0.5).astype(np.int64))
+    source_axes, coordinates = found
+    nearest = [np.floor(coordinate + 0.5).astype(np.int64) for coordinate in coordinates]
     target = _index_range(nearest, [(0, crop.size)] * 3)
     return None if target is None else (lo, source_axes, nearest, target)
 

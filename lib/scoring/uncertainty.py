@@ -21,7 +21,7 @@ from lib.engine.predictor import InteractivePredictor
 from lib.prototypes.auto import class_logits
 from lib.prototypes.service import PrototypeService
 from lib.segmentation.head import HeadStore
-from lib.segmentation.segresnet import to_original_probabilities
+from lib.segmentation.resample import to_original_probabilities
 from lib.segmentation.served import ServedSegmentation, serve_automatically
 from lib.transforms.preprocess import ModelVolume, VolumeCache
 

@@ -11,7 +11,8 @@ from typing import Any
 import torch
 
 from lib.engine.versioned_files import VersionedFiles, atomic_torch_save
-from lib.segmentation.segresnet import build_network, predict_model_space, to_original_labels
+from lib.segmentation.resample import to_original_argmax
+from lib.segmentation.segresnet import build_network, predict_model_space
 from lib.segmentation.sources import NETWORK
 from lib.transforms.preprocess import ModelVolume
 
@@ -40,8 +41,9 @@ class SegmentationHead:
 
     @staticmethod
     def to_labels(volume: ModelVolume, probabilities: torch.Tensor) -> torch.Tensor:
-        """Output channels (arg-max of :meth:`probabilities`) on the stored grid of ``volume``, uint8."""
-        return to_original_labels(volume, torch.argmax(probabilities, dim=0).to(torch.uint8))
+        """Output channels (arg-max of :meth:`probabilities`, interpolated onto the stored grid of ``volume``),
+        uint8."""
+        return to_original_argmax(volume, probabilities)
 
     def segment(self, volume: ModelVolume) -> torch.Tensor:
         """Output channels (arg-max) on the stored grid of ``volume``, uint8."""

@@ -3,8 +3,8 @@ sliding-window inference. The app's ``segmentation`` trainer (:mod:`lib.trainers
 it; :func:`train` is the plain time-budgeted loop ``bench/auto.py`` measures ``protosam3d`` against.
 
 Training and inference run in the app's model space (RAS, ``MODEL_SPACING_MM``, z-normalised over the non-zero
-voxels: :func:`lib.transforms.preprocess.load_model_volume`); the arg-max label map goes back to the stored grid by
-nearest neighbour with the same paste the interactive results use (:func:`lib.prompts.geometry.paste_crop_mask`).
+voxels: :func:`lib.transforms.preprocess.load_model_volume`); the labels are the arg-max of the class probabilities
+interpolated onto the stored grid (:mod:`lib.segmentation.resample`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from monai.inferers import sliding_window_inference
 from monai.losses import DiceCELoss
 from monai.networks.nets import SegResNet
@@ -32,7 +31,7 @@ from monai.transforms import (
 )
 
 from lib.model.fast_conv import use_fast_convolutions
-from lib.prompts.geometry import Crop, original_to_volume, paste_crop_mask
+from lib.segmentation.resample import to_original_argmax
 from lib.transforms.preprocess import ModelVolume, load_model_label, load_model_volume
 
 
@@ -217,26 +216,9 @@ def predict_model_space(network: torch.nn.Module, image: torch.Tensor, roi: int,
     return torch.softmax(torch.as_tensor(logits)[0], dim=0)
 
 
-def to_original_labels(volume: ModelVolume, labels: torch.Tensor) -> torch.Tensor:
-    """A model-space label map (X, Y, Z) on the stored image's grid (nearest neighbour), uint8."""
-    size = max(labels.shape)
-    cube = F.pad(labels, [0, size - labels.shape[2], 0, size - labels.shape[1], 0, size - labels.shape[0]])
-    out = torch.zeros(volume.original_shape, dtype=torch.uint8)
-    paste_crop_mask(cube, Crop(origin=(0.0, 0.0, 0.0), size=size), original_to_volume(
-        volume.original_affine, volume.affine), volume.original_shape, out)
-    return out
-
-
-def to_original_probabilities(volume: ModelVolume, probabilities: torch.Tensor) -> torch.Tensor:
-    """Model-space class probabilities (C, X, Y, Z) on the stored image's grid (nearest neighbour, in steps of
-    1/255), float32."""
-    steps = (probabilities * 255).round().to(torch.uint8)
-    return torch.stack([to_original_labels(volume, channel) for channel in steps]).float() / 255
-
-
 def segment(trained: TrainedSegResNet, volume: ModelVolume) -> torch.Tensor:
     """Class indices on the stored grid of ``volume`` (0 background)."""
     config = trained.config
     probabilities = predict_model_space(trained.network, volume.image, config.infer_roi or config.crop,
                                         config.infer_overlap)
-    return to_original_labels(volume, torch.argmax(probabilities, dim=0).to(torch.uint8))
+    return to_original_argmax(volume, probabilities)
