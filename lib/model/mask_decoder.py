@@ -67,9 +67,9 @@ class MaskDecoder3D(nn.Module):
         At inference the last upscaling layer's output stays in blocks, one per input voxel (the final GELU is
         elementwise), and only the M masks are put in grid order: the (C/8)-channel full-resolution tensor is never
         rearranged."""
-        *head, last, activation = self.output_upscaling
+        last, activation = self.output_upscaling[-2:]
         if isinstance(last, PatchConvTranspose3d) and fast_inference(src):
-            hidden = nn.Sequential(*head)(src)
+            hidden = self.output_upscaling[:-2](src)
             blocks = activation(last.blocks(hidden))  # (B, voxels, offsets, C/8)
             b = blocks.shape[0]
             masks = blocks.view(b, -1, blocks.shape[-1]) @ hyper_in.transpose(1, 2)
