@@ -17,7 +17,6 @@ import logging
 import math
 import random
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 from monailabel.datastore.local import LocalDatastore
 
-from bench.common import REPO_ROOT, emit, machine, parser, studies_with_classes
+from bench.common import REPO_ROOT, emit, machine, parser, studies_with_classes, work_folder
 from lib.activelearning.uncertainty import UncertaintyStrategy
 from lib.engine.model_store import ModelStore
 from lib.engine.predictor import InteractivePredictor
@@ -71,7 +70,7 @@ def evaluate(service: PrototypeService, eval_pairs, classes: dict[int, str]) -> 
 
 def simulate(args, strategy: str, seed: int, pool: dict[str, Path], truth: dict[str, Path], eval_pairs,
              classes: dict[int, str]) -> list[float]:
-    work = Path(tempfile.mkdtemp(prefix=f"seg3d-al-{strategy}-{seed}-"))
+    work = work_folder(f"seg3d-al-{strategy}-{seed}-")
     studies = work / "studies"
     (studies / "labels" / "final").mkdir(parents=True)
     for path in pool.values():

@@ -20,7 +20,6 @@ held-out volume (``served_<k>_labelled``, with the sources it used).
 from __future__ import annotations
 
 import resource
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from bench.common import REPO_ROOT, app_on_studies, emit, machine, parser, studies_with_classes
+from bench.common import REPO_ROOT, app_on_studies, emit, machine, parser, studies_with_classes, work_folder
 from lib.data.mni import load_template
 from lib.engine.model_store import ModelStore
 from lib.engine.predictor import InteractivePredictor
@@ -41,7 +40,7 @@ from lib.transforms.preprocess import load_model_volume
 
 
 def build_bank(predictor: InteractivePredictor, pairs, classes: dict[int, str]) -> PrototypeBank:
-    bank = PrototypeBank(Path(tempfile.mkdtemp()) / "bank.pt")
+    bank = PrototypeBank(work_folder() / "bank.pt")
     names = {name: index for index, name in classes.items()}
     for image, label in pairs:
         volume = load_model_volume(str(image), MODEL_SPACING_MM)
@@ -119,7 +118,7 @@ def compare(runs: dict, models: list[str], shots: list[int]) -> dict:
 def template_latency(predictor: InteractivePredictor, bank: PrototypeBank, classes: dict[int, str]) -> dict:
     """Whole-volume protosam3d time on the 1 mm template (first run computes the embeddings; peak RSS)."""
     template = load_template()
-    path = Path(tempfile.mkdtemp()) / "mni152_1mm.nii.gz"
+    path = work_folder() / "mni152_1mm.nii.gz"
     nib.save(nib.Nifti1Image(template.t1, template.affine), str(path))
     names = bank.class_names()
     per_class, background = bank.prototypes(names)
@@ -136,7 +135,7 @@ def template_latency(predictor: InteractivePredictor, bank: PrototypeBank, class
 
 def served_run(pairs, eval_pairs, classes: dict[int, str], checkpoint: Path, minutes: float, seed: int) -> dict:
     """The app's ``protosam3d`` after its ``segmentation`` trainer ran on ``pairs`` (see the module's doc)."""
-    app = app_on_studies(Path(tempfile.mkdtemp(prefix="seg3d-served-")), pairs, [image for image, _ in eval_pairs],
+    app = app_on_studies(work_folder("seg3d-served-"), pairs, [image for image, _ in eval_pairs],
                          classes, checkpoint)
     start = time.perf_counter()
     stats = app.train({"model": "segmentation", "max_minutes": minutes, "seed": seed})

@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import math
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +37,7 @@ import torch
 from monailabel.datastore.local import LocalDatastore
 
 from bench.active_learning import pool_truth
-from bench.common import REPO_ROOT, emit, machine, parser, studies_with_classes
+from bench.common import REPO_ROOT, emit, machine, parser, studies_with_classes, work_folder
 from lib.activelearning.uncertainty import UncertaintyStrategy
 from lib.engine.model_store import ModelStore
 from lib.engine.predictor import InteractivePredictor
@@ -98,7 +97,7 @@ class Campaign:
     def __init__(self, args, arm: Arm, seed: int, pool: dict[str, Path], truth: dict[str, Path],
                  classes: dict[int, str]):
         self.args, self.arm, self.seed, self.truth, self.classes = args, arm, seed, truth, classes
-        self.work = Path(tempfile.mkdtemp(prefix=f"seg3d-campaign-{arm.name}-{seed}-"))
+        self.work = work_folder(f"seg3d-campaign-{arm.name}-{seed}-")
         studies = self.work / "studies"
         (studies / "labels" / "final").mkdir(parents=True)
         for path in pool.values():

@@ -8,6 +8,7 @@ import os
 import platform
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,17 @@ if str(REPO_ROOT) not in sys.path:
 
 from lib.data.classes import read_class_names  # noqa: E402
 from lib.training.studies import labeled_pairs  # noqa: E402
+
+_WORK: tempfile.TemporaryDirectory | None = None  # every work folder of this process, removed at exit
+
+
+def work_folder(prefix: str = "seg3d-") -> Path:
+    """A new folder for one run's studies, state or files, removed with the others when the process exits (they
+    hold copies of the volumes, hundreds of MB per run)."""
+    global _WORK
+    if _WORK is None:
+        _WORK = tempfile.TemporaryDirectory(prefix="seg3d-bench-")
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=_WORK.name))
 
 
 def parser(description: str, default_data: str) -> argparse.ArgumentParser:

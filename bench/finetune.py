@@ -12,14 +12,13 @@ touched.
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 from monailabel.datastore.local import LocalDatastore
 
-from bench.common import REPO_ROOT, emit, machine, parser, studies_with_classes
+from bench.common import REPO_ROOT, emit, machine, parser, studies_with_classes, work_folder
 from lib.engine.model_store import ModelStore
 from lib.engine.predictor import InteractivePredictor
 from lib.engine.runtime import MODEL_SPACING_MM
@@ -48,7 +47,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     pairs, classes = studies_with_classes(args.data)
     labels = {name: index for index, name in sorted(classes.items())}
-    state = args.state or Path(tempfile.mkdtemp(prefix="seg3d-finetune-"))
+    state = args.state or work_folder("seg3d-finetune-")
     models = ModelStore(args.checkpoint, adapter_root=state / "adapters")
 
     start = time.perf_counter()

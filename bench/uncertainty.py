@@ -38,7 +38,6 @@ draws them. From these:
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +49,7 @@ from scipy import ndimage, stats
 
 from bench.active_learning import pool_truth
 from bench.auto import build_bank
-from bench.common import REPO_ROOT, app_on_studies, emit, machine, parser, studies_with_classes
+from bench.common import REPO_ROOT, app_on_studies, emit, machine, parser, studies_with_classes, work_folder
 from lib.activelearning.sampling import power_noised_order
 from lib.data.head import brain_mask
 from lib.engine.model_store import ModelStore
@@ -295,7 +294,7 @@ def served_with_head(sources: list[tuple[Path, Path]], pool: list[Path], truth: 
                      near: int, batch: int) -> dict:
     """The app's own automatic result and served uncertainty on ``pool`` after its ``segmentation`` trainer ran on
     ``sources`` for ``minutes`` (see the module's doc)."""
-    app = app_on_studies(Path(tempfile.mkdtemp(prefix="seg3d-uncertainty-")), sources, pool, classes, checkpoint)
+    app = app_on_studies(work_folder("seg3d-uncertainty-"), sources, pool, classes, checkpoint)
     start = time.perf_counter()
     stats = app.train({"model": "segmentation", "max_minutes": minutes, "seed": seed})
     train_seconds = time.perf_counter() - start

@@ -105,7 +105,12 @@ def running_server(studies: Path | str, conf: dict[str, str], log_path: Path, ti
         yield Server(url=url, pid=process.pid, log_path=log_path)
 
 
+# the clients' download folders, removed when the process exits (each result file is several MB)
+CLIENT_FOLDERS = tempfile.TemporaryDirectory(prefix="seg3d-clients-")
+
+
 def client(url: str, client_id: str | None = None) -> MONAILabelClient:
     """A client with its own download folder: the server deletes its result file (same name) from the shared /tmp
     right after responding, which would race with a client saving into /tmp on the same machine."""
-    return MONAILabelClient(server_url=url, tmpdir=tempfile.mkdtemp(prefix="seg3d-client-"), client_id=client_id)
+    folder = tempfile.mkdtemp(prefix="client-", dir=CLIENT_FOLDERS.name)
+    return MONAILabelClient(server_url=url, tmpdir=folder, client_id=client_id)
