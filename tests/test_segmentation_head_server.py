@@ -12,6 +12,7 @@ import numpy as np
 from bench.uncertainty import auroc
 from lib.data.head import brain_mask
 from lib.prompts.simulation import dice, next_click
+from lib.segmentation.head import HeadStore
 from tests.server import SAMPLE, client, running_server, sample_studies
 from tests.test_training_server import wait_for_training
 
@@ -86,8 +87,15 @@ def test_saved_labels_train_a_head_that_serves_the_large_classes_it_validated_be
         # measured here: white matter 0.55 -> 0.75-0.76, grey matter 0.44 -> 0.78 (prototypes -> head; two runs)
         for name in LARGE:
             assert after[name] > max(0.65, before[name] + 0.1), (name, before, after)
-        # the class the network misses stays on its prototypes
-        assert result["sources"]["lateral_ventricles"] == "prototypes"
+        # every class is served by the source that did better on the held-out label; the ventricles sit on a knife
+        # edge (the one-minute network's 0.00 here, 0.59 in a run whose crops were drawn differently, against the
+        # prototypes' 0.08), so which side they fall on is not asserted
+        _, metadata = HeadStore(state / "segmentation").read(1)
+        validation = metadata["validation"]
+        assert set(validation) == set(CLASSES), validation
+        for name, scores in validation.items():
+            better = "segresnet" if scores["segresnet"] > scores["prototypes"] else "prototypes"
+            assert result["sources"][name] == better, (name, validation, result["sources"])
 
         # the uncertainty map now comes from the head's probabilities, and it finds the served result's errors
         auroc_after, result = uncertainty_auroc(server.url, errors)

@@ -141,6 +141,13 @@ class SegmentationTrain(BasicTrainTask):
                       *augmentation_transforms(config, classes)]
         return Compose(transforms).set_random_state(seed=config.seed)
 
+    def train_data_loader(self, context: Context, num_workers: int = 0, shuffle: bool = True) -> Any:
+        """MONAI Label's loader, made after seeding torch's global generator: MONAI's loader seeds the crops and
+        augmentations from it and the shuffle draws from it, so without this they depended on what the process had
+        drawn before the run (two runs of the same request already differed at the first step)."""
+        torch.manual_seed(int(context.request["seed"]))
+        return super().train_data_loader(context, num_workers, shuffle)
+
     def train_post_transforms(self, context: Context) -> list:
         classes = self.output_channels(context.request)
         return [Activationsd(keys="pred", softmax=True),
