@@ -7,7 +7,10 @@ from scipy import stats
 
 from bench.uncertainty import auroc, categorical, spearman
 from lib.activelearning.sampling import power_noised_order
-from lib.scoring.uncertainty import binary_entropy, soft_dice_error, summarise
+from lib.scoring.uncertainty import binary_entropy, normalised_entropy, soft_dice_error, summarise
+from lib.segmentation.head import SegmentationHead
+from lib.segmentation.segresnet import build_network
+from lib.transforms.preprocess import ModelVolume
 
 
 def test_auroc_of_a_map_that_ranks_every_error_first_is_one_and_of_noise_about_a_half():
@@ -83,3 +86,32 @@ def test_power_noised_order_limits_zero_scores_and_validation():
     for bad in ([-1.0, 1.0], [np.nan], [[1.0]]):
         with pytest.raises(ValueError):
             power_noised_order(bad)
+
+
+def test_normalised_entropy_is_zero_for_a_sure_voxel_and_one_for_a_uniform_one():
+    sure = torch.tensor([0.0, 1.0, 0.0, 0.0])
+    uniform = torch.full((4,), 0.25)
+    split = torch.tensor([0.5, 0.5, 0.0, 0.0])
+    values = normalised_entropy(torch.stack([sure, uniform, split], dim=1))
+    assert values.tolist() == pytest.approx([0.0, 1.0, 0.5], abs=1e-5)
+
+
+def test_the_mirror_averaged_head_answers_a_mirrored_image_with_its_mirrored_answer():
+    """Averaging over the image and its left-right mirror makes the head's probabilities mirror-equivariant (a single
+    window, so the sliding windows cannot break the symmetry); one pass alone is not."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        network = build_network(3, 8)
+    head = SegmentationHead(network, {"infer_window": 32, "version": 1})
+    image = torch.randn(1, 32, 32, 32)
+
+    def volume(voxels: torch.Tensor) -> ModelVolume:
+        return ModelVolume(voxels, np.eye(4), np.eye(4), (32, 32, 32), "synthetic")
+
+    mirrored = torch.flip(image, dims=[1])
+    averaged = head.mirror_averaged(volume(image), head.probabilities(volume(image)))
+    averaged_mirrored = head.mirror_averaged(volume(mirrored), head.probabilities(volume(mirrored)))
+    assert torch.allclose(averaged_mirrored, torch.flip(averaged, dims=[1]), atol=1e-5)
+    assert averaged.sum(0).sub(1).abs().max() < 1e-5
+    single = head.probabilities(volume(image))
+    assert not torch.allclose(head.probabilities(volume(mirrored)), torch.flip(single, dims=[1]), atol=1e-3)

@@ -32,8 +32,9 @@ PLAUSIBLE = 0.05  # voxels where the mean foreground probability exceeds this co
 
 
 JITTER_UNIT = "predictive entropy of jittered prototype predictions, bits, max over classes"
-HEAD_UNIT = ("1 - the head's probability of the served label (classes in its channels); predictive entropy of "
-             "jittered prototype predictions, bits, elsewhere")
+HEAD_UNIT = ("normalised predictive entropy of the head's class probabilities averaged over the image and its "
+             "left-right mirror (classes in its channels; at least 1 - their probability of a class the prototypes "
+             "serve); predictive entropy of jittered prototype predictions, bits, elsewhere")
 
 
 @dataclass
@@ -91,15 +92,24 @@ def volume_uncertainty(predictor: InteractivePredictor, volume: ModelVolume, per
     return summarise(mean, volume.original_shape)
 
 
+def normalised_entropy(probabilities: torch.Tensor) -> torch.Tensor:
+    """Entropy of class distributions (channels first), divided by its maximum: 0 (sure) to 1 (uniform)."""
+    p = probabilities.clamp_min(1e-8)
+    return -(p * torch.log(p)).sum(0) / float(np.log(probabilities.shape[0]))
+
+
 def head_uncertainty(served: ServedSegmentation, volume: ModelVolume, label_map: dict[str, int],
                      names: list[str]) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
-    """From the head's class probabilities: per voxel 1 - the probability of the served label, and per class of
-    ``names`` in the head's channels the expected error of its served mask (:func:`soft_dice_error`); also the
-    voxels whose served label has no channel (a class newer than the head), where the map says nothing."""
+    """From the head's class probabilities averaged with its pass on the mirrored image
+    (:meth:`lib.segmentation.head.SegmentationHead.mirror_averaged`): per voxel their :func:`normalised_entropy`,
+    and per class of ``names`` in the head's channels the expected error of its served mask
+    (:func:`soft_dice_error`). Where a class in the head's channels is served by its prototypes, a voxel's value is
+    at least 1 - the head's probability of that class. Also returned: the voxels whose served label has no channel
+    (a class newer than the head), where the map says nothing."""
     channels: dict[str, int] = served.head.metadata["channels"]
-    probabilities = to_original_probabilities(volume, served.probabilities)
+    probabilities = to_original_probabilities(volume, served.head.mirror_averaged(volume, served.probabilities))
     label = served.label
-    voxels = 1.0 - probabilities[0]  # the background's channel
+    voxels = normalised_entropy(probabilities)
     uncovered = torch.zeros(label.shape, dtype=torch.bool)
     per_class = {}
     for name, value in label_map.items():
@@ -108,7 +118,8 @@ def head_uncertainty(served: ServedSegmentation, volume: ModelVolume, label_map:
             uncovered |= mask
             continue
         p = probabilities[channels[name]]
-        voxels[mask] = 1.0 - p[mask]
+        if name not in served.by_network:
+            voxels[mask] = torch.maximum(voxels[mask], 1.0 - p[mask])
         if name in names:
             per_class[name] = round(soft_dice_error(p, mask.float()), 4)
     return voxels, per_class, uncovered

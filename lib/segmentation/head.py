@@ -39,6 +39,14 @@ class SegmentationHead:
         """Class probabilities in model space, (channels, X, Y, Z)."""
         return predict_model_space(self.network, volume.image, int(self.metadata["infer_window"]))
 
+    def mirror_averaged(self, volume: ModelVolume, probabilities: torch.Tensor) -> torch.Tensor:
+        """The mean of ``probabilities`` (:meth:`probabilities` of ``volume``) and the network's probabilities on the
+        image mirrored left-right (model-space axis 0, the flip training augments with), mirrored back: test-time
+        augmentation, whose two passes disagree where the single pass is wrongly sure."""
+        window = int(self.metadata["infer_window"])
+        mirrored = predict_model_space(self.network, torch.flip(volume.image, dims=[1]), window)
+        return (probabilities + torch.flip(mirrored, dims=[1])) / 2
+
     @staticmethod
     def to_labels(volume: ModelVolume, probabilities: torch.Tensor) -> torch.Tensor:
         """Output channels (arg-max of :meth:`probabilities`, interpolated onto the stored grid of ``volume``),
