@@ -58,13 +58,15 @@ def app_on_studies(root: Path, pairs: list[tuple[Path, Path]], images: list[Path
                    checkpoint: Path, conf: dict[str, str] | None = None) -> Any:
     """The seg3d app on a new studies folder under ``root``: ``pairs`` (image, final label) and unlabelled
     ``images``, the classes in ``classes.txt``, its state in ``root/state``; no server (scores are not updated
-    on their own)."""
+    on their own), and no watcher on the folder (at exit it rewrote the datastore's JSON while the folder was
+    being removed)."""
     os.environ["MONAI_LABEL_AUTO_UPDATE_SCORING"] = "false"
     from monailabel.config import settings  # read once, maybe before the line above: set it there too
 
     from apps.seg3d.main import Seg3DApp  # the app only when a run asks for it
 
     settings.MONAI_LABEL_AUTO_UPDATE_SCORING = False
+    settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD = False
 
     studies = root / "studies"
     (studies / "labels" / "final").mkdir(parents=True)
