@@ -155,8 +155,9 @@ class Campaign:
                 return unlabeled[int(self.rng.choice(len(unlabeled), p=weights / weights.sum()))]
         return unlabeled[int(self.rng.integers(len(unlabeled)))]
 
-    def annotate(self, image: str) -> dict[str, Any]:
-        """Correct every class of ``image``, save its ground truth as final, and learn from it."""
+    def annotate(self, image: str, learn: bool = True) -> dict[str, Any]:
+        """Correct every class of ``image``, save its ground truth as final, and (``learn``) train from it when the
+        arm trains and the save completes ``--train-every``."""
         volume = self.volume(image)
         truth = np.asarray(nib.load(str(self.truth[image])).dataobj)
         automatic, automatic_s = self.automatic(image)
@@ -177,7 +178,7 @@ class Campaign:
         record["model_seconds"] = round(automatic_s + sum(c["seconds"] for c in record["classes"].values()), 2)
         self.datastore.save_label(image, str(self.truth[image]), "final", dict(self.label_info))
         saves = len(self.datastore.get_labeled_images())
-        if self.arm.trains and saves % self.args.train_every == 0:
+        if learn and self.arm.trains and saves % self.args.train_every == 0:
             record["fine_tune"] = self.fine_tune(saves)
             record["head"] = self.train_head(saves)
         return record
@@ -209,8 +210,8 @@ class Campaign:
     def run(self, volumes: int) -> dict[str, Any]:
         start = time.perf_counter()
         records = []
-        for _ in range(volumes):
-            records.append(self.annotate(self.pick()))
+        for done in range(volumes):
+            records.append(self.annotate(self.pick(), learn=done < volumes - 1))  # nothing uses a model after the last
             logger.info("%s seed %d: %s took %d clicks %s", self.arm.name, self.seed, records[-1]["id"],
                         records[-1]["clicks"], {n: c["dice"] for n, c in records[-1]["classes"].items()})
         shutil.rmtree(self.work, ignore_errors=True)
