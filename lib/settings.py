@@ -162,7 +162,9 @@ class SegmentationTrainSettings(RunSettings):
     ``--conf segmentation_<option> value`` changes one."""
 
     max_epochs: int = setting(10000, "most epochs of one head run (one epoch: one crop batch per label)", minimum=1)
-    max_minutes: float = setting(5.0, "most minutes of one head run", minimum=0)
+    max_minutes: float = setting(
+        15.0, "most minutes of one head run (2 CPU cores: 800-1000 steps, grey and white matter "
+        "0.89-0.92 on held-out volumes against 0.85-0.87 after 5 minutes)", minimum=0)
     val_split: float = setting(
         0.2, "share of the labels held out to choose each class's source (the same ones each run)", minimum=0)
     init_filters: int = setting(8, "SegResNet width (a multiple of 8)", minimum=8)
