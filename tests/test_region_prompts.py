@@ -168,16 +168,34 @@ def test_a_local_correction_changes_only_the_region_each_click_points_at():
     answer = np.zeros_like(base)
     answer[8:18, 8:18, 8:18] = True  # the model's coarse answer: fills the hole, drops the rest of the label
     answer[30:38, 30:38, 30:38] = True  # and adds something far away
-    fixed = local_correction(base, answer, np.array([[12, 12, 12]]), np.zeros((0, 3)), np.full(3, 10.0))
+    fixed = local_correction(base, answer, np.array([[12, 12, 12]]), np.zeros((0, 3)), np.ones(3), 10.0)
     expected = base.copy()
     expected[10:16, 10:16, 10:16] = True
     assert np.array_equal(fixed, expected)
     # a background click removes the connected part the answer leaves out, and only within the radius
     slab = base.copy()
     slab[10:30, 10:30, 18:22] = False
-    carved = local_correction(base, slab, np.zeros((0, 3)), np.array([[12, 12, 20]]), np.full(3, 3.0))
+    carved = local_correction(base, slab, np.zeros((0, 3)), np.array([[12, 12, 20]]), np.ones(3), 3.0)
     assert not carved[12, 12, 20] and carved[25, 25, 20]
     assert (base & ~carved).sum() == 6 * 6 * 4  # the slab inside the 7-voxel window around the click
     # a click where the answer agrees with the label changes nothing
     assert np.array_equal(local_correction(base, answer, np.array([[20, 20, 20]]), np.zeros((0, 3)),
-                                           np.full(3, 10.0)), base)
+                                           np.ones(3), 10.0), base)
+
+
+def test_a_click_on_a_thin_error_at_the_labels_edge_changes_only_what_is_near_it():
+    """The campaign's ventricles: a background click on a 2-voxel rim the label has too much, where the model's
+    answer also misses the object itself, must not carve the object out to the window's edge (it took the
+    ventricles from 0.88 to 0.68 in one click)."""
+    from lib.prompts.local_edit import local_correction
+
+    truth = np.zeros((40, 40, 40), dtype=bool)
+    truth[10:30, 10:30, 10:30] = True
+    base = truth.copy()
+    base[10:30, 10:30, 30:32] = True  # a thin rim of wrong voxels on one face
+    answer = np.zeros_like(base)  # the model's answer misses everything here
+    corrected = local_correction(base, answer, np.zeros((0, 3)), np.array([[20, 20, 30]]), np.ones(3), 15.0)
+    assert not corrected[20, 20, 30] and not corrected[20, 20, 31]  # the rim around the click goes
+    # the object stays but for the voxels within 4 mm of the click: twice its 2 mm from the label's edge (with the
+    # 15 mm window alone, three quarters of the object went)
+    assert corrected[truth].mean() > 0.95

@@ -162,8 +162,8 @@ class Sam3DInfer(ModelSpaceInferTask):
         mask = apply_regions(self.predictor.to_original_mask(volume, segmentation).to(torch.uint8), regions)
         if uploaded is not None and not regions and self.corrects_locally(name):
             spacing = np.linalg.norm(np.asarray(volume.original_affine)[:3, :3], axis=0)
-            mask = torch.from_numpy(local_correction(uploaded.numpy(), mask.numpy() > 0, *own_clicks,
-                                                     self.correction_radius_mm / spacing).astype(np.uint8))
+            mask = torch.from_numpy(local_correction(uploaded.numpy(), mask.numpy() > 0, *own_clicks, spacing,
+                                                     self.correction_radius_mm).astype(np.uint8))
         known = frozenset() if upload is None else frozenset({upload, mask_digest(mask.numpy())})
         self.sessions.store(object_key, *own_clicks, segmentation, known)
         return mask, segmentation
