@@ -58,7 +58,13 @@ from lib.engine.runtime import MODEL_SPACING_MM
 from lib.prompts.simulation import dice
 from lib.prototypes.auto import class_logits, segment_automatically
 from lib.prototypes.features import cover_crops
-from lib.scoring.uncertainty import binary_entropy, jittered_probabilities, soft_dice_error, summarise
+from lib.scoring.uncertainty import (
+    binary_entropy,
+    jittered_probabilities,
+    normalised_entropy,
+    soft_dice_error,
+    summarise,
+)
 from lib.training.studies import IMAGE_SUFFIXES, image_id
 from lib.transforms.preprocess import ModelVolume, load_model_volume
 
@@ -110,11 +116,6 @@ def categorical(logits: list[torch.Tensor]) -> torch.Tensor:
     """(1 + classes, ...) distribution over background and classes: softmax over (0, class logits), whose arg-max
     is the automatic result's rule (a class where its logit is positive and highest)."""
     return torch.softmax(torch.stack([torch.zeros_like(logits[0])] + logits), dim=0)
-
-
-def entropy_bits(q: torch.Tensor) -> torch.Tensor:
-    q = q.clamp_min(1e-12)
-    return -(q * torch.log2(q)).sum(0)
 
 
 def z_scores(image: np.ndarray) -> np.ndarray:
@@ -224,8 +225,8 @@ def evaluate(pred: Predictions, truth: np.ndarray, stored: np.ndarray, indices: 
     top2 = torch.topk(pred.q_auto, 2, dim=0).values
     maps = {
         "entropy": served.voxels,
-        "predictive_entropy": entropy_bits(pred.mean_q),
-        "predictive_entropy_with_auto": entropy_bits((pred.mean_q * samples + pred.q_auto) / (samples + 1)),
+        "predictive_entropy": normalised_entropy(pred.mean_q),
+        "predictive_entropy_with_auto": normalised_entropy((pred.mean_q * samples + pred.q_auto) / (samples + 1)),
         "error_probability": 1.0 - torch.gather(pred.mean_q, 0, auto_rows)[0],
         "auto_margin": 1.0 - (top2[0] - top2[1]),
         "disagreement": torch.stack([(s != label).float() for s in pred.sample_labels]).mean(0),
