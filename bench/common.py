@@ -26,11 +26,11 @@ _WORK: tempfile.TemporaryDirectory | None = None  # every work folder of this pr
 
 
 def work_folder(prefix: str = "seg3d-") -> Path:
-    """A new folder for one run's studies, state or files, removed with the others when the process exits (they
-    hold copies of the volumes, hundreds of MB per run)."""
+    """A new folder for one run's studies, state or files (a bench's, or a test client's downloads), removed with
+    the others when the process exits (they hold copies of the volumes and results, up to hundreds of MB)."""
     global _WORK
     if _WORK is None:
-        _WORK = tempfile.TemporaryDirectory(prefix="seg3d-bench-")
+        _WORK = tempfile.TemporaryDirectory(prefix="seg3d-work-")
     return Path(tempfile.mkdtemp(prefix=prefix, dir=_WORK.name))
 
 

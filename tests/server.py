@@ -8,7 +8,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import psutil
 import requests
 from monailabel.client import MONAILabelClient
 
+from bench.common import work_folder
 from lib.data.build_sample import ensure_sample
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -105,12 +105,8 @@ def running_server(studies: Path | str, conf: dict[str, str], log_path: Path, ti
         yield Server(url=url, pid=process.pid, log_path=log_path)
 
 
-# the clients' download folders, removed when the process exits (each result file is several MB)
-CLIENT_FOLDERS = tempfile.TemporaryDirectory(prefix="seg3d-clients-")
-
-
 def client(url: str, client_id: str | None = None) -> MONAILabelClient:
     """A client with its own download folder: the server deletes its result file (same name) from the shared /tmp
-    right after responding, which would race with a client saving into /tmp on the same machine."""
-    folder = tempfile.mkdtemp(prefix="client-", dir=CLIENT_FOLDERS.name)
-    return MONAILabelClient(server_url=url, tmpdir=folder, client_id=client_id)
+    right after responding, which would race with a client saving into /tmp on the same machine. The folder is
+    removed when the process exits (each result file is several MB)."""
+    return MONAILabelClient(server_url=url, tmpdir=str(work_folder("client-")), client_id=client_id)
