@@ -4,6 +4,10 @@
         --plot out/campaign.png
     python -m bench.campaign --quick --out out/campaign_quick.json  # 2 volumes, 1 seed: a smoke test
 
+With ``--records DIR`` every finished run (one arm, one seed) is written to ``DIR/<arm>-<seed>.json``, and a later
+call with the same settings reuses it instead of running it again: a campaign of several hours can be run a few
+arms or seeds at a time, and resumes after an interruption at the run it was in.
+
 The pool is every volume of ``--data`` with ground truth (``labels/final`` first, then ``--truth``); a campaign
 starts with no label saved. In the order its strategy picks, the simulated annotator corrects every class of each
 volume, from ``protosam3d``'s automatic result where the arm has prototypes for the class and from nothing
@@ -23,11 +27,14 @@ otherwise, with the shared click simulation (:mod:`lib.prompts.simulation`) thro
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -222,6 +229,30 @@ class Campaign:
                 "volumes": records, "seconds": round(time.perf_counter() - start, 1)}
 
 
+def campaign_run(args, arm: Arm, seed: int, pool: dict[str, Path], truth: dict[str, Path], classes: dict[int, str],
+                 volumes: int) -> dict[str, Any]:
+    return Campaign(args, arm, seed, pool, truth, classes).run(volumes)
+
+
+def recorded_run(records: Path | None, settings: dict[str, Any], run: Callable[[], dict[str, Any]],
+                 name: str) -> dict[str, Any]:
+    """``run()``, or the record of the same run with the same ``settings`` in ``records``; a new run is written
+    there (atomically) before the next one starts."""
+    path = records / f"{name}.json" if records else None
+    if path and path.exists():
+        earlier = json.loads(path.read_text())
+        if earlier["settings"] == settings:
+            logger.info("%s: reusing %s", name, path)
+            return earlier["run"]
+    result = run()
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        unfinished = path.with_suffix(".partial")
+        unfinished.write_text(json.dumps({"settings": settings, "run": result}, indent=1))
+        unfinished.replace(path)
+    return result
+
+
 def last_third(clicks: list[int]) -> float:
     """Mean clicks per volume over the last third of a campaign (at least its last volume)."""
     return float(np.mean(clicks[-max(1, len(clicks) // 3):]))
@@ -301,6 +332,8 @@ def main() -> None:
     p.add_argument("--val-split", type=float, default=0.2, help="saved labels held out by each fine-tune")
     p.add_argument("--samples", type=int, default=2, help="jittered predictions per uncertainty score")
     p.add_argument("--plot", type=Path, default=REPO_ROOT / "out" / "campaign.png")
+    p.add_argument("--records", type=Path, default=None,
+                   help="write each finished run (arm, seed) here, and reuse those of the same settings")
     args = p.parse_args()
     if args.quick:
         args.volumes, args.seeds = 2, [0]
@@ -314,7 +347,11 @@ def main() -> None:
             if p.name.endswith(IMAGE_SUFFIXES) and image_id(p) in truth}
     volumes = min(args.volumes or len(pool), len(pool))
     start = time.perf_counter()
-    runs = [Campaign(args, arm, seed, pool, truth, classes).run(volumes) for seed in args.seeds for arm in arms]
+    settings = {k: getattr(args, k) for k in ("max_clicks", "stop_dice", "train_every", "train_steps", "train_minutes",
+                                               "head_steps", "correction_radius_mm", "val_split", "samples")}
+    settings |= {"volumes": volumes, "data": str(args.data), "checkpoint": str(args.checkpoint)}
+    runs = [recorded_run(args.records, settings, partial(campaign_run, args, arm, seed, pool, truth, classes, volumes),
+                         f"{arm.name}-{seed}") for seed in args.seeds for arm in arms]
     summary = summarise(runs)
     plot(summary, args.plot)
     emit({
@@ -322,10 +359,7 @@ def main() -> None:
         "data": str(args.data),
         "checkpoint": str(args.checkpoint),
         "pool_volumes": len(pool),
-        "settings": {k: getattr(args, k) for k in ("volumes", "seeds", "max_clicks", "stop_dice", "train_every",
-                                                    "train_steps", "train_minutes", "head_steps",
-                                                    "correction_radius_mm", "val_split", "samples")}
-                    | {"volumes": volumes, "arms": [a.name for a in arms]},
+        "settings": settings | {"seeds": args.seeds, "arms": [a.name for a in arms]},
         "summary": summary,
         "targets": targets(summary),
         "runs": runs,

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+from bench.campaign import recorded_run
 from tests.server import REPO_ROOT, SAMPLE
 
 # the automatic white matter of the second volume, from the prototypes of the first save: above nothing (measured
@@ -35,3 +36,18 @@ def test_quick_campaign_learns_from_the_first_save(tmp_path):
     assert first["head"]["published"] == 1  # ... and a segmentation head
     assert "fine_tune" not in second and "head" not in second  # nothing would use a model trained after the last
     assert png.stat().st_size > 10_000
+
+
+def test_a_recorded_run_is_reused_only_with_the_same_settings(tmp_path):
+    calls = []
+
+    def run():
+        calls.append(1)
+        return {"total_clicks": len(calls)}
+
+    settings = {"volumes": 12, "head_steps": 1000}
+    assert recorded_run(tmp_path, settings, run, "learning-random-0") == {"total_clicks": 1}
+    assert (tmp_path / "learning-random-0.json").exists()
+    assert recorded_run(tmp_path, settings, run, "learning-random-0") == {"total_clicks": 1}  # resumed, not re-run
+    assert recorded_run(tmp_path, settings | {"head_steps": 240}, run, "learning-random-0") == {"total_clicks": 2}
+    assert len(calls) == 2

@@ -5,7 +5,7 @@ import pytest
 
 from lib.errors import InvalidRequest
 from lib.prompts.clicks import check_inside, parse_points
-from lib.prompts.simulation import next_click
+from lib.prompts.simulation import next_click, run_session
 
 
 def test_parse_points_accepts_lists_and_json():
@@ -43,3 +43,24 @@ def test_next_click_targets_the_interior_of_the_largest_error():
     point, is_foreground = next_click(prediction, target)
     assert not is_foreground and prediction[tuple(point)] and not target[tuple(point)]
     assert next_click(target, target) is None
+
+
+def test_an_annotator_moves_on_from_a_click_that_did_not_take():
+    """A segmenter that never fills the large region: after the first click there fails, the session clicks the
+    next error region instead of the same voxel again, and fixes it."""
+    target = np.zeros((40, 40, 40), bool)
+    target[5:25, 5:25, 5:25] = True  # the segmenter ignores clicks here
+    target[30:36, 30:36, 30:36] = True
+
+    def segment(clicks):
+        mask = np.zeros_like(target)
+        if any(point[0] >= 28 for point, _ in clicks):
+            mask[30:36, 30:36, 30:36] = True
+        return mask
+
+    session = run_session(segment, target, max_clicks=3)
+    first, second = session.clicks[0][0], session.clicks[1][0]
+    assert np.all(np.abs(first - 14.5) <= 1) and np.all(second >= 30)
+    assert session.dices[1] > session.dices[0] > 0 or session.dices[0] == 0 < session.dices[1]
+    # with nothing else wrong, the annotator comes back to the region that did not take
+    assert target[tuple(session.clicks[2][0])] and session.clicks[2][0][0] < 28

@@ -7,7 +7,7 @@ through the serving predictor or a classical baseline (:func:`run_session`).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,28 +27,64 @@ from lib.transforms.preprocess import ModelVolume
 
 Click = tuple[np.ndarray, bool]  # (voxel index, is_foreground)
 Segmenter = Callable[[list[Click]], np.ndarray]  # every click so far -> mask on the target's grid
+Tried = tuple[np.ndarray, float]  # (voxel index, radius in voxels): a spot where a click did not take
 
 LOSS_STRIDE = 2  # training loss and next clicks on a half-resolution grid of the crop: 8x cheaper, same clicks
 
 
-def next_click(prediction: np.ndarray, target: np.ndarray) -> Click | None:
+def next_click(prediction: np.ndarray, target: np.ndarray, avoid: Sequence[Tried] = ()) -> Click | None:
     """The click an annotator makes next: the most interior voxel of the largest error region.
 
-    Returns ``(voxel index, is_foreground)``, or None when the prediction is already perfect.
+    ``avoid`` holds spots where earlier clicks did not take (:func:`tried_spot`): the error voxels within their
+    reach are passed over, unless nothing else is wrong. Returns ``(voxel index, is_foreground)``, or None when
+    the prediction is already perfect.
     """
     error = prediction.astype(bool) ^ target.astype(bool)
     if not error.any():
         return None
-    components, count = ndimage.label(error)
-    if count > 1:
-        sizes = np.bincount(components.ravel())[1:]
-        error = components == (int(np.argmax(sizes)) + 1)
-    bounds = ndimage.find_objects(error.astype(np.uint8))[0]
+    candidates = error
+    if avoid:
+        candidates = error.copy()
+        for point, radius in avoid:
+            clear_ball(candidates, point, radius)
+        if not candidates.any():
+            candidates = error
+    region = largest_region(candidates)
+    bounds = ndimage.find_objects(region.astype(np.uint8))[0]
     lo = np.array([b.start for b in bounds])
-    box = error[bounds]
+    box = region[bounds]
     depth = ndimage.distance_transform_edt(np.pad(box, 1))[1:-1, 1:-1, 1:-1]
     point = np.unravel_index(int(np.argmax(depth)), box.shape) + lo
     return point.astype(np.int64), bool(target[tuple(point)])
+
+
+def largest_region(mask: np.ndarray) -> np.ndarray:
+    """The largest connected region of a non-empty boolean mask."""
+    components, count = ndimage.label(mask)
+    if count == 1:
+        return mask
+    return components == (int(np.argmax(np.bincount(components.ravel())[1:])) + 1)
+
+
+def clear_ball(mask: np.ndarray, point: np.ndarray, radius: float) -> None:
+    """Set ``mask`` False within ``radius`` voxels of ``point``, in place."""
+    lo = np.maximum(np.floor(point - radius).astype(int), 0)
+    hi = np.minimum(np.ceil(point + radius).astype(int) + 1, mask.shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    offsets = np.ogrid[box]
+    inside = sum((o - float(c)) ** 2 for o, c in zip(offsets, point, strict=True)) <= radius**2
+    mask[box] &= ~inside
+
+
+def tried_spot(error: np.ndarray, point: np.ndarray) -> Tried:
+    """Where a click that did not take leaves the annotator looking elsewhere: around ``point``, within twice its
+    depth in the error region it was placed in (``error``, before the click), the reach a correction click has
+    (:func:`lib.prompts.local_edit.click_reach`)."""
+    components, _ = ndimage.label(error)
+    region = components == components[tuple(point)]
+    bounds = ndimage.find_objects(region.astype(np.uint8))[0]
+    depth = ndimage.distance_transform_edt(np.pad(region[bounds], 1))[1:-1, 1:-1, 1:-1]
+    return point, 2.0 * float(depth[tuple(int(p - b.start) for p, b in zip(point, bounds, strict=True))])
 
 
 def split_clicks(clicks: list[Click]) -> tuple[np.ndarray, np.ndarray]:
@@ -123,24 +159,30 @@ def run_session(segment: Segmenter, target: np.ndarray, max_clicks: int, min_cli
     """Click until ``max_clicks``, or stop once at least ``min_clicks`` were made and Dice reached ``stop_dice``.
 
     Each click goes to the most interior voxel of the largest error region (``first``, when given, replaces the
-    first one); ``segment`` sees all clicks so far and keeps its own state, such as the previous prediction. A
-    perfect prediction needs no more clicks: its Dice is repeated up to ``max_clicks``. ``start`` is the mask the
+    first one), passing over the spots where earlier clicks did not take, as an annotator moves on; ``segment``
+    sees all clicks so far and keeps its own state, such as the previous prediction. A perfect prediction needs no
+    more clicks: its Dice is repeated up to ``max_clicks``. ``start`` is the mask the
     annotator begins from (an automatic result; empty by default): when it already reaches ``stop_dice``, the
     session makes no click.
     """
+    target = np.asarray(target, dtype=bool)
     prediction = np.zeros(target.shape, dtype=bool) if start is None else np.asarray(start, dtype=bool)
     session = ClickSession([], [], [])
     if start is not None and stop_dice is not None and min_clicks == 0 and dice(prediction, target) >= stop_dice:
         return session
+    avoid: list[Tried] = []
     while len(session.dices) < max_clicks:
-        click = (first, True) if first is not None and not session.clicks else next_click(prediction, target)
+        click = (first, True) if first is not None and not session.clicks else next_click(prediction, target, avoid)
         if click is None:
             session.dices += [session.dices[-1] if session.dices else 1.0] * (max_clicks - len(session.dices))
             break
         session.clicks.append(click)
         start = time.perf_counter()
-        prediction = np.asarray(segment(session.clicks), dtype=bool)
+        before, prediction = prediction, np.asarray(segment(session.clicks), dtype=bool)
         session.seconds.append(time.perf_counter() - start)
+        spot = tuple(click[0])
+        if before[spot] != target[spot] and prediction[spot] != target[spot]:  # the click did not take
+            avoid.append(tried_spot(before ^ target, click[0]))
         session.dices.append(dice(prediction, target))
         if stop_dice is not None and len(session.dices) >= min_clicks and session.dices[-1] >= stop_dice:
             break
