@@ -115,3 +115,16 @@ def test_the_mirror_averaged_head_answers_a_mirrored_image_with_its_mirrored_ans
     assert averaged.sum(0).sub(1).abs().max() < 1e-5
     single = head.probabilities(volume(image))
     assert not torch.allclose(head.probabilities(volume(mirrored)), torch.flip(single, dims=[1]), atol=1e-3)
+
+
+def test_prior_correction_takes_the_class_weights_out_of_the_probabilities():
+    """Weighted cross-entropy learns probabilities proportional to weight x the true ones: dividing by the weights and
+    renormalising gives those back; a head published without weights keeps its probabilities."""
+    true = torch.tensor([[0.6, 0.2], [0.3, 0.7], [0.1, 0.1]])  # (channels, voxels)
+    weights = torch.tensor([1.0, 2.0, 10.0])
+    learned = true * weights[:, None] / (true * weights[:, None]).sum(0)
+    head = SegmentationHead(build_network(3, 8), {"class_weights": weights.tolist(), "version": 1})
+    assert torch.allclose(head.prior_corrected(learned), true, atol=1e-6)
+    assert head.prior_corrected(learned)[2].max() < learned[2].min()  # the up-weighted class is no longer inflated
+    unweighted = SegmentationHead(head.network, {"version": 1})
+    assert unweighted.prior_corrected(learned) is learned

@@ -102,14 +102,16 @@ def head_uncertainty(served: ServedSegmentation, volume: ModelVolume, label_map:
                      names: list[str]) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
     """From the head's class probabilities averaged with its pass on the mirrored image
     (:meth:`lib.segmentation.head.SegmentationHead.mirror_averaged`): per voxel their :func:`normalised_entropy`,
-    and per class of ``names`` in the head's channels the expected error of its served mask
-    (:func:`soft_dice_error`). Where a class in the head's channels is served by its prototypes, a voxel's value is
-    at least 1 - the head's probability of that class. Also returned: the voxels whose served label has no channel
-    (a class newer than the head), where the map says nothing."""
+    and per class of ``names`` in the head's channels the expected error of its served mask (:func:`soft_dice_error`
+    of the probabilities without the loss's class weights, ``SegmentationHead.prior_corrected``, so that it
+    estimates the error in level and their mean the volume's 1 - mean Dice). Where a class in the head's channels is
+    served by its prototypes, a voxel's value is at least 1 - the head's probability of that class. Also returned:
+    the voxels whose served label has no channel (a class newer than the head), where the map says nothing."""
     channels: dict[str, int] = served.head.metadata["channels"]
     probabilities = to_original_probabilities(volume, served.head.mirror_averaged(volume, served.probabilities))
     label = served.label
     voxels = normalised_entropy(probabilities)
+    unweighted = served.head.prior_corrected(probabilities)
     uncovered = torch.zeros(label.shape, dtype=torch.bool)
     per_class = {}
     for name, value in label_map.items():
@@ -117,11 +119,10 @@ def head_uncertainty(served: ServedSegmentation, volume: ModelVolume, label_map:
         if name not in channels:
             uncovered |= mask
             continue
-        p = probabilities[channels[name]]
         if name not in served.by_network:
-            voxels[mask] = torch.maximum(voxels[mask], 1.0 - p[mask])
+            voxels[mask] = torch.maximum(voxels[mask], 1.0 - probabilities[channels[name]][mask])
         if name in names:
-            per_class[name] = round(soft_dice_error(p, mask.float()), 4)
+            per_class[name] = round(soft_dice_error(unweighted[channels[name]], mask.float()), 4)
     return voxels, per_class, uncovered
 
 

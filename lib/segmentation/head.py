@@ -22,7 +22,8 @@ FORMAT = "seg3d-segmentation-head-1"
 @dataclass
 class SegmentationHead:
     """One published version: the network and its metadata (``channels`` ``{class: output channel}``, ``sources``
-    ``{class: "segresnet" | "prototypes"}``, ``infer_window``, the validation that chose the sources, the run)."""
+    ``{class: "segresnet" | "prototypes"}``, ``infer_window``, the loss's ``class_weights`` per channel, the
+    validation that chose the sources, the run)."""
 
     network: torch.nn.Module
     metadata: dict[str, Any]
@@ -46,6 +47,17 @@ class SegmentationHead:
         window = int(self.metadata["infer_window"])
         mirrored = predict_model_space(self.network, torch.flip(volume.image, dims=[1]), window)
         return (probabilities + torch.flip(mirrored, dims=[1])) / 2
+
+    def prior_corrected(self, probabilities: torch.Tensor) -> torch.Tensor:
+        """``probabilities`` with the class-weighted loss's prior taken out: divided by each channel's
+        ``class_weights`` and renormalised (weighted cross-entropy learns probabilities proportional to weight
+        times the true ones, which inflates the up-weighted classes). Unchanged for a head without weights."""
+        weights = self.metadata.get("class_weights")
+        if not weights:
+            return probabilities
+        shape = (len(weights),) + (1,) * (probabilities.dim() - 1)
+        unweighted = probabilities / torch.as_tensor(weights, dtype=probabilities.dtype).reshape(shape)
+        return unweighted / unweighted.sum(0, keepdim=True)
 
     @staticmethod
     def to_labels(volume: ModelVolume, probabilities: torch.Tensor) -> torch.Tensor:

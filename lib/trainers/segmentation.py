@@ -170,7 +170,8 @@ class SegmentationTrain(BasicTrainTask):
         """:func:`lib.segmentation.segresnet.loss_function`, weighted by the training labels' class voxels (the
         held-out labels are not counted)."""
         counts = channel_counts(context.train_datalist, self.output_channels(context.request))
-        return loss_function(class_weights(counts))
+        context.class_weights = class_weights(counts)  # published with the head (its probabilities' prior)
+        return loss_function(context.class_weights)
 
     def lr_scheduler_handler(self, context: Context) -> None:
         return None  # cosine over the time budget (:class:`CosineOverBudget`)
@@ -270,6 +271,7 @@ class HeadPublisher:
         metadata: dict[str, Any] = {
             "channels": channels, "init_filters": self.config.init_filters,
             "infer_window": int(context.request["infer_window"]),
+            "class_weights": [round(float(w), 4) for w in context.class_weights],
             "trained_classes": trained,
             "trained_on": [{"id": item["id"], "label_ts": item.get("label_ts")} for item in context.train_datalist],
             "validated_on": [{"id": item["id"], "label_ts": item.get("label_ts")} for item in context.held_out],
