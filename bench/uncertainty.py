@@ -32,7 +32,8 @@ draws them. From these:
 - ``served_with_head`` (``--head-minutes M``): the same labelled volumes given to the app itself (a temporary
   studies folder), its ``segmentation`` trainer run for M minutes, then per pool volume ``protosam3d``'s automatic
   result and its served uncertainty (``uncertainty: true``: the head's probabilities where the head serves): the
-  score's Spearman rho against 1 - mean Dice, per class, and the map's AUROC, as above.
+  score's Spearman rho against 1 - mean Dice, per class, and the map's AUROC, as above; side by side, the class
+  scores with the loss's class weights left in the probabilities (``weighted_class_scores``, as served before).
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ from lib.scoring.uncertainty import (
     soft_dice_error,
     summarise,
 )
+from lib.segmentation.head import SegmentationHead
+from lib.segmentation.resample import to_original_probabilities
 from lib.training.studies import IMAGE_SUFFIXES, image_id
 from lib.transforms.preprocess import ModelVolume, load_model_volume
 
@@ -290,6 +293,18 @@ def error_regions(label: np.ndarray, truth: np.ndarray, stored: np.ndarray, near
             "all": np.ones(label.shape, bool)}
 
 
+def weighted_class_errors(head: SegmentationHead, app, path: Path, label: np.ndarray,
+                          classes: dict[str, int]) -> dict[str, float]:
+    """The served class scores (:func:`lib.scoring.uncertainty.head_uncertainty`) without taking the loss's class
+    weights out of the head's probabilities: 1 - soft Dice between the mirror-averaged probability of each class in
+    the head's channels and its mask in the automatic ``label``."""
+    volume = app.protosam3d_config.runtime.volumes.get(str(path))
+    probabilities = to_original_probabilities(volume, head.mirror_averaged(volume, head.probabilities(volume)))
+    channels = head.metadata["channels"]
+    return {name: round(soft_dice_error(probabilities[channels[name]], torch.from_numpy(label == value).float()), 4)
+            for name, value in classes.items() if name in channels}
+
+
 def served_with_head(sources: list[tuple[Path, Path]], pool: list[Path], truth: dict[str, Path],
                      classes: dict[int, str], checkpoint: Path, minutes: float, seed: int, samples: int,
                      near: int, batch: int) -> dict:
@@ -317,6 +332,8 @@ def served_with_head(sources: list[tuple[Path, Path]], pool: list[Path], truth: 
         rows[image] = {"dice": {**class_dice, "mean": round(float(np.mean(list(class_dice.values()))), 4)},
                        "score": served["params"]["uncertainty"]["score"],
                        "per_class": served["params"]["uncertainty"]["per_class"],
+                       "per_class_weighted": weighted_class_errors(head, app, path, label,
+                                                                   result["params"]["classes"]),
                        "auroc": {r: _round(auroc(voxels[inside], errors[inside])) for r, inside in regions.items()},
                        "seconds": round(time.perf_counter() - t0, 1)}
         logger.info("%s (served, head): Dice %s, score %.4f, AUROC %s", image, rows[image]["dice"],
@@ -324,6 +341,7 @@ def served_with_head(sources: list[tuple[Path, Path]], pool: list[Path], truth: 
     ids = sorted(rows)
     names = list(rows[ids[0]]["per_class"])
     errors = [1.0 - rows[i]["dice"]["mean"] for i in ids]
+    weighted = [float(np.mean(list(rows[i]["per_class_weighted"].values()))) for i in ids]
     return {
         "head": {"version": head.version, "sources": head.metadata["sources"],
                  "validation": stats.get("publication", {}).get("validation"),
@@ -332,6 +350,10 @@ def served_with_head(sources: list[tuple[Path, Path]], pool: list[Path], truth: 
         "volume_spearman": spearman([rows[i]["score"] for i in ids], errors),
         "per_class_spearman": {n: spearman([rows[i]["per_class"][n] for i in ids],
                                            [1.0 - rows[i]["dice"][n] for i in ids])["rho"] for n in names},
+        "weighted_class_scores": {  # the served class scores before the prior correction, side by side
+            "volume_spearman": spearman(weighted, errors),
+            "per_class_spearman": {n: spearman([rows[i]["per_class_weighted"][n] for i in ids],
+                                               [1.0 - rows[i]["dice"][n] for i in ids])["rho"] for n in names}},
         "voxel_auroc": {r: summary_of([rows[i]["auroc"][r] for i in ids]) for r in REGIONS},
         "one_minus_dice_range": [round(min(errors), 4), round(max(errors), 4)],
         "first_batch_error": {"random_expected": round(float(np.mean(errors)), 4),
