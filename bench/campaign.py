@@ -50,6 +50,7 @@ from lib.engine.model_store import ModelStore
 from lib.engine.predictor import InteractivePredictor
 from lib.engine.runtime import MODEL_SPACING_MM
 from lib.infers.sam3d import Sam3DInfer
+from lib.model.adapter_file import file_sha256
 from lib.prompts.simulation import Click, Segmenter, dice, run_session, split_clicks
 from lib.prototypes.service import PrototypeService
 from lib.scoring.uncertainty import Sam3DUncertaintyScoring
@@ -349,7 +350,8 @@ def main() -> None:
     start = time.perf_counter()
     settings = {k: getattr(args, k) for k in ("max_clicks", "stop_dice", "train_every", "train_steps", "train_minutes",
                                                "head_steps", "correction_radius_mm", "val_split", "samples")}
-    settings |= {"volumes": volumes, "data": str(args.data), "checkpoint": str(args.checkpoint)}
+    # what the runs depend on, not where this clone keeps it: the pool's volumes and the checkpoint's content
+    settings |= {"volumes": volumes, "pool": sorted(pool), "checkpoint_sha256": file_sha256([args.checkpoint])}
     runs = [recorded_run(args.records, settings, partial(campaign_run, args, arm, seed, pool, truth, classes, volumes),
                          f"{arm.name}-{seed}") for seed in args.seeds for arm in arms]
     summary = summarise(runs)
