@@ -49,12 +49,8 @@ def next_click(prediction: np.ndarray, target: np.ndarray, avoid: Sequence[Tried
             clear_ball(candidates, point, radius)
         if not candidates.any():
             candidates = error
-    region = largest_region(candidates)
-    bounds = ndimage.find_objects(region.astype(np.uint8))[0]
-    lo = np.array([b.start for b in bounds])
-    box = region[bounds]
-    depth = ndimage.distance_transform_edt(np.pad(box, 1))[1:-1, 1:-1, 1:-1]
-    point = np.unravel_index(int(np.argmax(depth)), box.shape) + lo
+    depth, corner = region_depth(largest_region(candidates))
+    point = np.unravel_index(int(np.argmax(depth)), depth.shape) + corner
     return point.astype(np.int64), bool(target[tuple(point)])
 
 
@@ -64,6 +60,14 @@ def largest_region(mask: np.ndarray) -> np.ndarray:
     if count == 1:
         return mask
     return components == (int(np.argmax(np.bincount(components.ravel())[1:])) + 1)
+
+
+def region_depth(region: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each voxel's distance to the outside of a non-empty ``region``, over the region's bounding box, and the box's
+    first corner."""
+    bounds = ndimage.find_objects(region.astype(np.uint8))[0]
+    depth = ndimage.distance_transform_edt(np.pad(region[bounds], 1))[1:-1, 1:-1, 1:-1]
+    return depth, np.array([b.start for b in bounds])
 
 
 def clear_ball(mask: np.ndarray, point: np.ndarray, radius: float) -> None:
@@ -81,10 +85,8 @@ def tried_spot(error: np.ndarray, point: np.ndarray) -> Tried:
     depth in the error region it was placed in (``error``, before the click), the reach a correction click has
     (:func:`lib.prompts.local_edit.click_reach`)."""
     components, _ = ndimage.label(error)
-    region = components == components[tuple(point)]
-    bounds = ndimage.find_objects(region.astype(np.uint8))[0]
-    depth = ndimage.distance_transform_edt(np.pad(region[bounds], 1))[1:-1, 1:-1, 1:-1]
-    return point, 2.0 * float(depth[tuple(int(p - b.start) for p, b in zip(point, bounds, strict=True))])
+    depth, corner = region_depth(components == components[tuple(point)])
+    return point, 2.0 * float(depth[tuple(np.asarray(point) - corner)])
 
 
 def split_clicks(clicks: list[Click]) -> tuple[np.ndarray, np.ndarray]:
@@ -161,9 +163,8 @@ def run_session(segment: Segmenter, target: np.ndarray, max_clicks: int, min_cli
     Each click goes to the most interior voxel of the largest error region (``first``, when given, replaces the
     first one), passing over the spots where earlier clicks did not take, as an annotator moves on; ``segment``
     sees all clicks so far and keeps its own state, such as the previous prediction. A perfect prediction needs no
-    more clicks: its Dice is repeated up to ``max_clicks``. ``start`` is the mask the
-    annotator begins from (an automatic result; empty by default): when it already reaches ``stop_dice``, the
-    session makes no click.
+    more clicks: its Dice is repeated up to ``max_clicks``. ``start`` is the mask the annotator begins from (an
+    automatic result; empty by default): when it already reaches ``stop_dice``, the session makes no click.
     """
     target = np.asarray(target, dtype=bool)
     prediction = np.zeros(target.shape, dtype=bool) if start is None else np.asarray(start, dtype=bool)
