@@ -27,7 +27,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from bench.common import REPO_ROOT, app_on_studies, emit, machine, parser, studies_with_classes, work_folder
+from bench.common import REPO_ROOT, app_on_studies, app_result, emit, machine, parser, studies_with_classes, work_folder
 from lib.data.mni import load_template
 from lib.engine.model_store import ModelStore
 from lib.engine.predictor import InteractivePredictor
@@ -145,11 +145,10 @@ def served_run(pairs, eval_pairs, classes: dict[int, str], checkpoint: Path, min
     for image, label_path in eval_pairs:
         truth = np.asarray(nib.load(str(label_path)).dataobj)
         start = time.perf_counter()
-        result = app.infer({"model": "protosam3d", "image": image.name.split(".")[0]})
+        label, params = app_result(app, {"model": "protosam3d", "image": image.name.split(".")[0]})
         seconds.append(time.perf_counter() - start)
-        label = np.asarray(nib.load(result["file"]).dataobj)
-        sources = result["params"]["sources"]
-        for name, value in result["params"]["classes"].items():
+        sources = params["sources"]
+        for name, value in params["classes"].items():
             scores.setdefault(name, []).append(dice(label == value, truth == value))
     table = {name: round(float(np.mean(v)), 4) for name, v in scores.items()}
     table["mean"] = round(float(np.mean(list(table.values()))), 4)

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import torch
 
@@ -94,6 +95,17 @@ def machine() -> dict[str, Any]:
         "torch": torch.__version__,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
+
+
+def app_result(app: Any, request: dict[str, Any], dtype: type = np.int16) -> tuple[np.ndarray, dict[str, Any]]:
+    """``app.infer(request)``'s result volume and its JSON; MONAI Label writes the volume to a temporary file that
+    nothing removes, so it is read and deleted here."""
+    result = app.infer(request)
+    path = Path(result["file"])
+    try:
+        return np.asarray(nib.load(str(path)).dataobj, dtype=dtype), result["params"]
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def emit(summary: dict[str, Any], out: Path | None) -> None:

@@ -50,7 +50,16 @@ from scipy import ndimage, stats
 
 from bench.active_learning import pool_truth
 from bench.auto import build_bank
-from bench.common import REPO_ROOT, app_on_studies, emit, machine, parser, studies_with_classes, work_folder
+from bench.common import (
+    REPO_ROOT,
+    app_on_studies,
+    app_result,
+    emit,
+    machine,
+    parser,
+    studies_with_classes,
+    work_folder,
+)
 from lib.activelearning.sampling import power_noised_order
 from lib.data.head import brain_mask
 from lib.engine.model_store import ModelStore
@@ -319,21 +328,21 @@ def served_with_head(sources: list[tuple[Path, Path]], pool: list[Path], truth: 
     for path in pool:
         image = image_id(path)
         t0 = time.perf_counter()
-        result = app.infer({"model": "protosam3d", "image": image})
-        label = np.asarray(nib.load(result["file"]).dataobj)
-        served = app.infer({"model": "protosam3d", "image": image, "uncertainty": True, "samples": samples})
-        voxels = np.asarray(nib.load(served["file"]).dataobj, dtype=np.float32) / 100.0
+        label, result = app_result(app, {"model": "protosam3d", "image": image})
+        voxels, served = app_result(app, {"model": "protosam3d", "image": image, "uncertainty": True,
+                                          "samples": samples}, np.float32)
+        voxels /= 100.0
         target = np.asarray(nib.load(str(truth[image])).dataobj).astype(np.int16)
         stored = np.asarray(nib.load(str(path)).dataobj, dtype=np.float32)
         class_dice = {name: round(dice(label == value, target == value), 4)
-                      for name, value in result["params"]["classes"].items()}
+                      for name, value in result["classes"].items()}
         errors = label != target
         regions = error_regions(label, target, stored, near)
         rows[image] = {"dice": {**class_dice, "mean": round(float(np.mean(list(class_dice.values()))), 4)},
-                       "score": served["params"]["uncertainty"]["score"],
-                       "per_class": served["params"]["uncertainty"]["per_class"],
+                       "score": served["uncertainty"]["score"],
+                       "per_class": served["uncertainty"]["per_class"],
                        "per_class_weighted": weighted_class_errors(head, app, path, label,
-                                                                   result["params"]["classes"]),
+                                                                   result["classes"]),
                        "auroc": {r: _round(auroc(voxels[inside], errors[inside])) for r, inside in regions.items()},
                        "seconds": round(time.perf_counter() - t0, 1)}
         logger.info("%s (served, head): Dice %s, score %.4f, AUROC %s", image, rows[image]["dice"],
@@ -346,7 +355,7 @@ def served_with_head(sources: list[tuple[Path, Path]], pool: list[Path], truth: 
         "head": {"version": head.version, "sources": head.metadata["sources"],
                  "validation": stats.get("publication", {}).get("validation"),
                  "iterations": head.metadata["iterations"], "train_seconds": round(train_seconds, 1)},
-        "unit": served["params"]["uncertainty"]["unit"],
+        "unit": served["uncertainty"]["unit"],
         "volume_spearman": spearman([rows[i]["score"] for i in ids], errors),
         "per_class_spearman": {n: spearman([rows[i]["per_class"][n] for i in ids],
                                            [1.0 - rows[i]["dice"][n] for i in ids])["rho"] for n in names},
