@@ -13,9 +13,10 @@ random-walker table of an earlier run on the same studies (its sessions do not d
 ``model_box``): the first interaction is the object's bounding box grown by ``BOX_MARGIN_VOXELS`` (as an annotator
 draws Slicer's ROI); each later one is a click, sent with the box. Lasso (``model_lasso``): the same with the
 object's outline on the axial slice through the first click instead of the box. Scribbles (``model_scribbles``):
-each interaction is one stroke, the medial axis of the largest error region on the slice through the next click
-(:func:`lib.prompts.simulation.next_scribble`), sent with every earlier stroke and the current result as the label
-to refine, as Slicer's scribbles section sends them.
+each interaction is one stroke, the medial axis of the error region on the axial slice through the session's next
+click (:func:`lib.prompts.simulation.stroke_through`), sent with every earlier stroke and the current result as the
+label to refine, as Slicer's scribbles section sends them; a stroke took when it fixed at least half of the error
+within its reach (:func:`lib.prompts.simulation.took`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from bench.random_walker import MARGIN_MM, random_walker_segmenter
 from lib.engine.model_store import ModelStore
 from lib.engine.predictor import InteractivePredictor
 from lib.infers.sam3d import Sam3DInfer
-from lib.prompts.scribbles import Scribbles, scribble_prompt
+from lib.infers.sam3d_scribbles import Sam3DScribblesInfer
+from lib.prompts.scribbles import Scribbles
 from lib.prompts.simulation import (
     Click,
     ClickSession,
@@ -41,10 +43,10 @@ from lib.prompts.simulation import (
     clicks_to_reach,
     first_click,
     lasso_around,
-    next_scribble,
     predictor_segmenter,
     run_session,
     split_clicks,
+    stroke_through,
 )
 from lib.settings import MODEL_SPACING_MM
 from lib.training.evaluate import labelled_objects
@@ -140,22 +142,23 @@ def box_around(target: np.ndarray) -> list[list[int]]:
     return np.stack([nonzero.min(0) - BOX_MARGIN_VOXELS, nonzero.max(0) + BOX_MARGIN_VOXELS], axis=1).tolist()
 
 
-def scribble_segmenter(task: Sam3DInfer, volume: ModelVolume, name: str, target: np.ndarray) -> Segmenter:
-    """The scribbles protocol's segmenter: each interaction paints :func:`next_scribble` (through the click the
-    session just placed) and sends every stroke so far with the current result as the label to refine, as
-    Slicer's scribbles section does."""
-    state = {"current": np.zeros(target.shape, dtype=bool)}
+def scribble_segmenter(task: Sam3DScribblesInfer, volume: ModelVolume, name: str, target: np.ndarray) -> Segmenter:
+    """The scribbles protocol's segmenter: each interaction paints :func:`stroke_through` the click the session
+    just placed and sends every stroke so far over the current result, as Slicer's scribbles section exports them
+    (strokes painted over the label)."""
+    current = np.zeros(target.shape, dtype=bool)
     strokes = {True: np.zeros(target.shape, dtype=bool), False: np.zeros(target.shape, dtype=bool)}
+    client = f"scribbles-{name}-{id(strokes)}"
 
     def segment(clicks: list[Click]) -> np.ndarray:
-        stroke, is_foreground = next_scribble(state["current"], target)
-        strokes[is_foreground] |= stroke
-        current = state["current"] if state["current"].any() else None
-        region = scribble_prompt(Scribbles(strokes[True].copy(), strokes[False].copy(), current))
-        prior = None if region.prior is None else torch.from_numpy(region.prior)
-        mask, _ = task.segment_prompts(volume, np.zeros((0, 3)), np.zeros((0, 3)), [region], prior, name, None)
-        state["current"] = mask.numpy().astype(bool)
-        return state["current"]
+        nonlocal current
+        point, is_foreground = clicks[-1]
+        strokes[is_foreground] |= stroke_through(current, target, point)
+        label = current & ~(strokes[True] | strokes[False])
+        scribbles = Scribbles(strokes[True].copy(), strokes[False].copy(), label if label.any() else None)
+        mask, _ = task.segment_scribbles(volume, scribbles, name, None, client)
+        current = mask.numpy().astype(bool)
+        return current
 
     return segment
 
@@ -185,7 +188,9 @@ def main() -> None:
     reused = reused_baseline(args.baseline_from, args.data, len(pairs)) if args.baseline_from else None
     protocols = args.protocols.split(",")
     predictor = InteractivePredictor(ModelStore(args.checkpoint, args.encoder_checkpoint))
-    task = Sam3DInfer(predictor, VolumeCache(MODEL_SPACING_MM, 1 << 30), {n: i for i, n in classes.items()})
+    volumes, labels = VolumeCache(MODEL_SPACING_MM, 1 << 30), {n: i for i, n in classes.items()}
+    task = Sam3DInfer(predictor, volumes, labels)
+    scribbles_task = Sam3DScribblesInfer(predictor, volumes, labels)
     min_clicks = min(max(REPORTED_CLICKS), args.max_clicks)
     sessions: dict[str, dict[str, list[ClickSession]]] = {
         "model": {}, "model_box": {}, "model_lasso": {}, "model_scribbles": {}, "random_walker": {}}
@@ -207,8 +212,8 @@ def main() -> None:
                                        "lasso")
             runs["model_lasso"] = run_session(segment, target, args.max_clicks, min_clicks, 0.9, first=centre)
         if "scribbles" in protocols:
-            runs["model_scribbles"] = run_session(scribble_segmenter(task, volume, kind, target), target,
-                                                  args.max_clicks, min_clicks, 0.9)
+            runs["model_scribbles"] = run_session(scribble_segmenter(scribbles_task, volume, kind, target), target,
+                                                  args.max_clicks, min_clicks, 0.9, paints=True)
         if not args.no_baseline and reused is None:
             if image not in native:
                 native = {image: (np.asarray(LoadImage(image_only=True)(str(image_path))).squeeze(),

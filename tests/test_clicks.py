@@ -5,7 +5,7 @@ import pytest
 
 from lib.errors import InvalidRequest
 from lib.prompts.clicks import check_inside, parse_points
-from lib.prompts.simulation import next_click, run_session
+from lib.prompts.simulation import next_click, run_session, took
 
 
 def test_parse_points_accepts_lists_and_json():
@@ -64,3 +64,17 @@ def test_an_annotator_moves_on_from_a_click_that_did_not_take():
     assert session.dices[1] > session.dices[0] > 0 or session.dices[0] == 0 < session.dices[1]
     # with nothing else wrong, the annotator comes back to the region that did not take
     assert target[tuple(session.clicks[2][0])] and session.clicks[2][0][0] < 28
+
+
+def test_a_stroke_that_holds_only_its_own_voxels_did_not_take():
+    """A painted stroke always holds its voxels; it took only when most of the error within its reach went too."""
+    target = np.zeros((40, 40, 40), bool)
+    target[5:25, 5:25, 5:25] = True
+    before = np.zeros_like(target)
+    point = np.array([15, 15, 15])
+    painted_only = before.copy()
+    painted_only[15, 8:22, 15] = True
+    assert took(before, painted_only, target, point) and not took(before, painted_only, target, point, paints=True)
+    filled = target.copy()
+    filled[5:25, 5:25, 5:8] = False  # most of the region, though not all
+    assert took(before, filled, target, point, paints=True)

@@ -10,7 +10,15 @@ from lib.errors import InvalidRequest
 from lib.prompts.box import box_prompt, parse_box, request_box
 from lib.prompts.lasso import lasso_prompt, parse_lasso, reach_box
 from lib.prompts.regions import RegionPrompt, apply_regions, rounded_extrusion
-from lib.prompts.scribbles import parse_label_info, read_scribbles, scribble_prompt
+from lib.prompts.scribbles import (
+    POINTS_PER_STROKE,
+    Scribbles,
+    continues,
+    parse_label_info,
+    read_scribbles,
+    scribble_prompt,
+    stroke_points,
+)
 from lib.prompts.simulation import lasso_around, next_scribble
 
 SHAPE = (40, 50, 30)
@@ -99,13 +107,43 @@ def test_slicers_scribbles_become_spread_clicks_a_prior_and_strokes_that_hold():
                             '{"name": "foreground_scribbles", "id": 3}]')
     scribbles = read_scribbles(scribble_volume(), info, "tumour", {"a": 1})
     region = scribble_prompt(scribbles)
-    assert len(region.foreground) == 8 and all(p[0] == 25 and p[2] == 12 for p in region.foreground)
-    assert len(region.background) == 8 and all(p[0] == 15 and p[2] == 15 for p in region.background)
+    foreground = stroke_points(scribbles.foreground, np.zeros((0, 3)))
+    background = stroke_points(scribbles.background, np.zeros((0, 3)))
+    assert len(foreground) == POINTS_PER_STROKE and all(p[0] == 25 and p[2] == 12 for p in foreground)
+    assert len(background) == POINTS_PER_STROKE and all(p[0] == 15 and p[2] == 15 for p in background)
+    assert {p[1] for p in foreground} >= {10, 29}  # spread to the stroke's ends
     assert region.prior[12, 12, 12] and region.prior[25, 20, 12] and not region.prior[15, 12, 15]
     mask = apply_regions(torch.zeros(SHAPE, dtype=torch.uint8), [region])
     assert mask.sum() == 20 and mask[25, 10:30, 12].all()
     full = apply_regions(torch.ones(SHAPE, dtype=torch.uint8), [region])
     assert not full[15, 10:20, 15].any()
+
+
+def test_a_new_round_keeps_the_clicks_sent_and_adds_the_new_strokes_after_them():
+    strokes = np.zeros(SHAPE, dtype=bool)
+    strokes[25, 10:30, 12] = True
+    first = stroke_points(strokes, np.zeros((0, 3)))
+    strokes[5, 5:9, 20] = True  # a second stroke, apart from the first
+    second = stroke_points(strokes, first)
+    assert np.array_equal(second[:len(first)], first) and len(second) == len(first) + 4  # its 4 voxels
+    assert all(p[0] == 5 for p in second[len(first):])
+    strokes[25, 10:30, 12] = False  # the first stroke erased: every click is made afresh
+    assert np.array_equal(stroke_points(strokes, second), stroke_points(strokes, np.zeros((0, 3))))
+
+
+def test_a_round_continues_the_session_only_from_the_label_it_returned():
+    returned = np.zeros(SHAPE, dtype=bool)
+    returned[10:20, 10:20, 10:20] = True
+    foreground = np.zeros(SHAPE, dtype=bool)
+    foreground[15, 5:25, 15] = True  # a new stroke across the label's edge, exported over it
+    exported = returned & ~foreground
+    background = np.zeros(SHAPE, dtype=bool)
+    assert continues(Scribbles(foreground, background, exported), returned)
+    edited = exported.copy()
+    edited[11, 11, 11] = False  # the annotator erased a voxel of the label away from the strokes
+    assert not continues(Scribbles(foreground, background, edited), returned)
+    assert not continues(Scribbles(foreground, background, None), returned)
+    assert not continues(Scribbles(foreground, background, exported), None)
 
 
 def test_without_label_info_the_scribble_indices_follow_monai_labels_convention():

@@ -18,10 +18,18 @@ class ObjectState:
     background: np.ndarray
     segmentation: Segmentation
     masks: frozenset[str] = frozenset()  # digests of uploaded masks the session continues from (see mask_digest)
+    result: np.ndarray | None = None  # the mask last returned, bit-packed (np.packbits), when the caller keeps it
 
     @property
     def nbytes(self) -> int:
-        return sum(p.logits.element_size() * p.logits.nelement() for p in self.segmentation.passes)
+        logits = sum(p.logits.element_size() * p.logits.nelement() for p in self.segmentation.passes)
+        return logits + (0 if self.result is None else self.result.nbytes)
+
+    def returned(self, shape: tuple[int, ...]) -> np.ndarray | None:
+        """The mask last returned, as a bool array of ``shape`` (None when it was not kept)."""
+        if self.result is None:
+            return None
+        return np.unpackbits(self.result, count=int(np.prod(shape))).reshape(shape).astype(bool)
 
 
 def _extends(previous: np.ndarray, current: np.ndarray) -> bool:
@@ -49,9 +57,20 @@ class ObjectSessions:
             return state.segmentation
         return None
 
+    def state(self, key: Hashable) -> ObjectState | None:
+        """What is stored for ``key``, if anything."""
+        return self._states.get(key)
+
+    def forget(self, key: Hashable) -> None:
+        """Drop ``key``'s session: its next request starts afresh."""
+        self._states.discard(lambda k: k == key)
+
     def store(self, key: Hashable, foreground: np.ndarray, background: np.ndarray, seg: Segmentation,
-              masks: frozenset[str] = frozenset()) -> None:
-        self._states.put(key, ObjectState(foreground.copy(), background.copy(), seg, masks))
+              masks: frozenset[str] = frozenset(), result: np.ndarray | None = None) -> None:
+        """Remember the clicks and prediction of ``key``; ``result`` (the returned mask, optional) is kept
+        bit-packed."""
+        packed = None if result is None else np.packbits(np.asarray(result, dtype=bool))
+        self._states.put(key, ObjectState(foreground.copy(), background.copy(), seg, masks, packed))
 
 
 def mask_digest(mask: np.ndarray) -> str:

@@ -103,7 +103,12 @@ class Sam3DInfer(ModelSpaceInferTask):
         start = time.perf_counter()
         mask, segmentation = self.segment_prompts(volume, foreground, background, regions, previous_mask, name, box,
                                                   data.get("client_id"))
-        model_ms = (time.perf_counter() - start) * 1000
+        return self.put_result(data, volume, mask, segmentation, [r.kind for r in regions],
+                               time.perf_counter() - start)
+
+    def put_result(self, data: dict[str, Any], volume: ModelVolume, mask: torch.Tensor, segmentation: Segmentation,
+                   prompts: list[str], seconds: float) -> dict:
+        """``mask`` (on the stored grid) and the result JSON, which names the region ``prompts``, put into ``data``."""
         data[self.output_label_key] = MetaTensor(mask, affine=torch.as_tensor(volume.original_affine))
         data[self.output_json_key] = {
             "model_version": segmentation.model_version,
@@ -111,15 +116,16 @@ class Sam3DInfer(ModelSpaceInferTask):
             "crops": [{"origin": list(p.crop.origin), "zoom": p.crop.zoom} for p in segmentation.passes],
             "refined": segmentation.fine.refined is not None,  # served by the mask refiner, not the decoder alone
             "continued": segmentation.continued,  # from the object's previous prediction, not from scratch
-            "prompts": [r.kind for r in regions],
-            "model_ms": round(model_ms, 1),
+            "prompts": prompts,
+            "model_ms": round(seconds * 1000, 1),
             "voxels": int(torch.count_nonzero(mask)),
         }
         return data
 
     def segment_prompts(self, volume: ModelVolume, foreground: np.ndarray, background: np.ndarray,
                         regions: list[RegionPrompt], previous_mask: torch.Tensor | None, name: str,
-                        box: np.ndarray | None, client: Any = None) -> tuple[torch.Tensor, Segmentation]:
+                        box: np.ndarray | None, client: Any = None, keep_result: bool = False
+                        ) -> tuple[torch.Tensor, Segmentation]:
         """The uint8 mask on the stored grid of the object ``name`` from clicks (stored-image voxels, the regions'
         derived clicks first), an uploaded previous mask (else the session's previous prediction, else the regions'
         prior) and a ``box`` ((3, 2) stored-image voxel bounds; without one, the mask to refine and the clicks) that
@@ -128,8 +134,9 @@ class Sam3DInfer(ModelSpaceInferTask):
         stored ones, also when the uploaded mask is the one the session started from or the result it last returned
         (a correction re-sends it with every click): then the session's logits, not the upload, are the mask
         prompt. Clicks on an uploaded mask of a class the segmentation head serves change only the region they point at
-        (:meth:`corrects_locally`, :func:`lib.prompts.local_edit.local_correction`)."""
-        object_key = (volume.source, name, client, tuple((r.kind, r.key) for r in regions))
+        (:meth:`corrects_locally`, :func:`lib.prompts.local_edit.local_correction`). ``keep_result`` stores the
+        returned mask with the session (:meth:`ObjectState.returned`)."""
+        object_key = self.object_key(volume, name, client, regions)
         uploaded = previous_mask
         upload = None if previous_mask is None else mask_digest(previous_mask.numpy())
         previous = self.sessions.previous(object_key, foreground, background, upload)
@@ -165,8 +172,13 @@ class Sam3DInfer(ModelSpaceInferTask):
             mask = torch.from_numpy(local_correction(uploaded.numpy(), mask.numpy() > 0, *own_clicks, spacing,
                                                      self.correction_radius_mm).astype(np.uint8))
         known = frozenset() if upload is None else frozenset({upload, mask_digest(mask.numpy())})
-        self.sessions.store(object_key, *own_clicks, segmentation, known)
+        self.sessions.store(object_key, *own_clicks, segmentation, known, mask.numpy() if keep_result else None)
         return mask, segmentation
+
+    @staticmethod
+    def object_key(volume: ModelVolume, name: str, client: Any, regions: list[RegionPrompt]) -> tuple:
+        """The session key of the object ``name`` on ``volume`` for ``client`` with these region prompts."""
+        return volume.source, name, client, tuple((r.kind, r.key) for r in regions)
 
     @staticmethod
     def _uploaded_label(data: dict[str, Any], shape: tuple[int, ...], what: str) -> np.ndarray | None:

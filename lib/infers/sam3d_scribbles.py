@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
 import torch
 from monailabel.interfaces.tasks.infer_v2 import InferType
 
-from lib.engine.predictor import InteractivePredictor
+from lib.engine.predictor import InteractivePredictor, Segmentation
 from lib.engine.sessions import ObjectSessions
 from lib.errors import InvalidRequest
 from lib.infers.sam3d import Sam3DInfer
 from lib.prompts.box import outside_box, parse_box
 from lib.prompts.regions import RegionPrompt
-from lib.prompts.scribbles import parse_label_info, read_scribbles, scribble_prompt
+from lib.prompts.scribbles import Scribbles, continues, parse_label_info, read_scribbles, scribble_prompt, stroke_points
 from lib.transforms.preprocess import ModelVolume, VolumeCache
 
 
@@ -40,10 +41,30 @@ class Sam3DScribblesInfer(Sam3DInfer):
         if selected is not None and not isinstance(selected, str):
             raise InvalidRequest(f"'selected_label_name' must be a label name, got {selected!r}")
         scribbles = read_scribbles(labelmap, parse_label_info(data.get("label_info")), selected, self.labels)
-        regions = [scribble_prompt(scribbles)]
         box = parse_box(data.get("roi"), shape, "roi")
-        if box is not None:  # Slicer's scribbles ROI: the region being refined, nothing outside it
-            regions.append(RegionPrompt("roi", np.zeros((0, 3)), np.zeros((0, 3)), exclude=outside_box(box, shape)))
-        previous_mask = None if regions[0].prior is None else torch.from_numpy(regions[0].prior)
-        return self.segment_object(data, volume, np.zeros((0, 3)), np.zeros((0, 3)), regions, previous_mask,
-                                   selected or "", box)
+        start = time.perf_counter()
+        mask, segmentation = self.segment_scribbles(volume, scribbles, selected or "", box, data.get("client_id"))
+        return self.put_result(data, volume, mask, segmentation, ["scribbles"] + (["roi"] if box is not None else []),
+                               time.perf_counter() - start)
+
+    def segment_scribbles(self, volume: ModelVolume, scribbles: Scribbles, name: str, box: np.ndarray | None,
+                          client: Any = None) -> tuple[torch.Tensor, Segmentation]:
+        """The uint8 mask of ``name`` refined by ``scribbles`` (inside ``box``, Slicer's scribbles ROI, when given).
+        Rounds on one label continue one session while the uploaded label is the last result
+        (:func:`lib.prompts.scribbles.continues`); otherwise the label, with the strokes painted in, is the mask
+        prompt of a new one."""
+        regions = [scribble_prompt(scribbles)]
+        if box is not None:  # the region being refined: nothing outside it
+            outside = outside_box(box, volume.original_shape)
+            regions.append(RegionPrompt("roi", np.zeros((0, 3)), np.zeros((0, 3)), exclude=outside))
+        key = self.object_key(volume, name, client, regions)
+        state = self.sessions.state(key)
+        if state is not None and not continues(scribbles, state.returned(volume.original_shape)):
+            self.sessions.forget(key)
+            state = None
+        foreground = stroke_points(scribbles.foreground, np.zeros((0, 3)) if state is None else state.foreground)
+        background = stroke_points(scribbles.background, np.zeros((0, 3)) if state is None else state.background)
+        prior = regions[0].prior
+        previous_mask = None if state is not None or prior is None else torch.from_numpy(prior)
+        return self.segment_prompts(volume, foreground, background, regions, previous_mask, name, box, client,
+                                    keep_result=True)

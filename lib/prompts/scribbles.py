@@ -6,9 +6,12 @@ Slicer exports every segment of the segmentation (the annotator's labels, ``fore
 ``label_info``, the scribble indices follow MONAI Label's scribbles convention: background ``len(labels) + 1``,
 foreground ``len(labels) + 2``.
 
-Strokes become clicks spread along them, the current label (with the strokes painted in) the mask prior, and the
-strokes themselves hold in the result: painted foreground stays in, painted background stays out. A stroke corrects
-the label near it: beyond ``REACH_VOXELS`` of the strokes' bounding box the current label stays as it was.
+Each stroke becomes ``POINTS_PER_STROKE`` clicks spread along it, the current label (with the strokes painted in)
+the mask prior, and the strokes themselves hold in the result: painted foreground stays in, painted background stays
+out. A stroke corrects the label near it: beyond ``REACH_VOXELS`` of the strokes' bounding box the current label
+stays as it was. Rounds of strokes on one label are one session (:func:`continues`): the clicks of the strokes
+already sent come first, in the order they were sent, and the new strokes' clicks follow, so the network refines
+its previous answer as it does between clicks.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 from lib.errors import InvalidRequest
 from lib.prompts.clicks import decoded
@@ -24,7 +28,7 @@ from lib.prompts.regions import RegionPrompt, sample_voxels
 
 FOREGROUND_SCRIBBLES = "foreground_scribbles"
 BACKGROUND_SCRIBBLES = "background_scribbles"
-POINTS_PER_SIGN = 8
+POINTS_PER_STROKE = 8  # a stroke's clicks: 8 gave Dice 0.38 / 0.54 / 0.63 after 3 / 5 / 10 strokes, 3 and 5 fewer
 REACH_VOXELS = 15
 
 
@@ -74,15 +78,40 @@ def near_strokes(strokes: np.ndarray) -> np.ndarray:
     return near
 
 
+def stroke_points(strokes: np.ndarray, sent: np.ndarray) -> np.ndarray:
+    """Clicks for ``strokes`` (bool) as an (N, 3) array: ``sent`` (the clicks of an earlier round) first when each
+    still lies on a stroke, then ``POINTS_PER_STROKE`` spread along each stroke (26-connected component) that holds
+    none of them. A new stroke that touches an earlier one joins it and adds no clicks; when a stroke was erased,
+    every stroke's clicks are made afresh."""
+    voxels = np.round(sent).astype(np.int64).reshape(-1, 3)
+    kept = sent.reshape(-1, 3) if all(strokes[tuple(v)] for v in voxels) else np.zeros((0, 3))
+    components, count = ndimage.label(strokes, structure=np.ones((3, 3, 3)))
+    sent_on = {int(components[tuple(v)]) for v in np.round(kept).astype(np.int64)}
+    new = [sample_voxels(components[box] == c, POINTS_PER_STROKE) + [b.start for b in box]
+           for c, box in enumerate(ndimage.find_objects(components), start=1) if c not in sent_on]
+    return np.concatenate([kept, *new]).reshape(-1, 3)
+
+
+def continues(scribbles: Scribbles, returned: np.ndarray | None) -> bool:
+    """Whether the uploaded label is the session's last result (``returned``) under the strokes: Slicer exports
+    the strokes over the label, so only the voxels no stroke covers are compared."""
+    if returned is None:
+        return False
+    painted = scribbles.foreground | scribbles.background
+    current = np.zeros_like(painted) if scribbles.current is None else scribbles.current
+    return bool(np.array_equal(current & ~painted, returned & ~painted))
+
+
 def scribble_prompt(scribbles: Scribbles) -> RegionPrompt:
+    """The strokes as a region prompt: the prior and what holds in the result (the clicks: :func:`stroke_points`)."""
     prior, editable = None, None
     if scribbles.current is not None:
         prior = (scribbles.current | scribbles.foreground) & ~scribbles.background
         editable = near_strokes(scribbles.foreground | scribbles.background)
     return RegionPrompt(
         "scribbles",
-        sample_voxels(scribbles.foreground, POINTS_PER_SIGN),
-        sample_voxels(scribbles.background, POINTS_PER_SIGN),
+        np.zeros((0, 3)),
+        np.zeros((0, 3)),
         prior=prior,
         include=scribbles.foreground,
         exclude=scribbles.background,

@@ -103,18 +103,22 @@ def region_through(mask: np.ndarray, point: np.ndarray, axis: int) -> np.ndarray
 
 
 def next_scribble(prediction: np.ndarray, target: np.ndarray, axis: int = 2) -> tuple[np.ndarray, bool] | None:
-    """The stroke an annotator paints next: on the slice (normal to ``axis``) through :func:`next_click`'s voxel,
-    the medial axis of the error region there that holds the voxel. Returns ``(bool stroke mask, is_foreground)``,
-    or None when the prediction is already perfect."""
+    """The stroke an annotator paints next (:func:`stroke_through` :func:`next_click`'s voxel). Returns ``(bool
+    stroke mask, is_foreground)``, or None when the prediction is already perfect."""
     click = next_click(prediction, target)
     if click is None:
         return None
-    point, is_foreground = click
+    return stroke_through(prediction, target, click[0], axis), click[1]
+
+
+def stroke_through(prediction: np.ndarray, target: np.ndarray, point: np.ndarray, axis: int = 2) -> np.ndarray:
+    """The stroke an annotator paints at the wrong voxel ``point``: on its slice (normal to ``axis``), the medial
+    axis of the error region there that holds it (a bool mask)."""
     stroke = np.zeros(target.shape, dtype=bool)
     error = prediction.astype(bool) ^ target.astype(bool)
     stroke[axis_slice(axis, int(point[axis]))] = medial_axis(region_through(error, point, axis), rng=0)  # seeded
     stroke[tuple(point)] = True  # a one-voxel region skeletonises to itself; the click voxel is always painted
-    return stroke, is_foreground
+    return stroke
 
 
 def lasso_around(target: np.ndarray, point: np.ndarray, axis: int = 2, vertices: int = 40) -> list[list[float]]:
@@ -157,7 +161,7 @@ class ClickSession:
 
 def run_session(segment: Segmenter, target: np.ndarray, max_clicks: int, min_clicks: int = 0,
                 stop_dice: float | None = None, first: np.ndarray | None = None,
-                start: np.ndarray | None = None) -> ClickSession:
+                start: np.ndarray | None = None, paints: bool = False) -> ClickSession:
     """Click until ``max_clicks``, or stop once at least ``min_clicks`` were made and Dice reached ``stop_dice``.
 
     Each click goes to the most interior voxel of the largest error region (``first``, when given, replaces the
@@ -165,6 +169,8 @@ def run_session(segment: Segmenter, target: np.ndarray, max_clicks: int, min_cli
     sees all clicks so far and keeps its own state, such as the previous prediction. A perfect prediction needs no
     more clicks: its Dice is repeated up to ``max_clicks``. ``start`` is the mask the annotator begins from (an
     automatic result; empty by default): when it already reaches ``stop_dice``, the session makes no click.
+    ``paints``: each click stands for a stroke painted through it, which holds its own voxels, so whether it took
+    is judged around it (:func:`took`).
     """
     target = np.asarray(target, dtype=bool)
     prediction = np.zeros(target.shape, dtype=bool) if start is None else np.asarray(start, dtype=bool)
@@ -181,13 +187,26 @@ def run_session(segment: Segmenter, target: np.ndarray, max_clicks: int, min_cli
         start = time.perf_counter()
         before, prediction = prediction, np.asarray(segment(session.clicks), dtype=bool)
         session.seconds.append(time.perf_counter() - start)
-        spot = tuple(click[0])
-        if before[spot] != target[spot] and prediction[spot] != target[spot]:  # the click did not take
+        if not took(before, prediction, target, click[0], paints):
             avoid.append(tried_spot(before ^ target, click[0]))
         session.dices.append(dice(prediction, target))
         if stop_dice is not None and len(session.dices) >= min_clicks and session.dices[-1] >= stop_dice:
             break
     return session
+
+
+def took(before: np.ndarray, after: np.ndarray, target: np.ndarray, point: np.ndarray, paints: bool = False) -> bool:
+    """Whether the interaction at ``point`` fixed what it pointed at: a click, its own voxel (or it was right
+    already); a painted stroke, which always holds its own voxels, at least half of the error that was within its
+    reach (:func:`tried_spot`)."""
+    spot = tuple(point)
+    if not paints:
+        return before[spot] == target[spot] or after[spot] == target[spot]
+    error = before ^ target
+    outside = np.ones(target.shape, dtype=bool)
+    clear_ball(outside, *tried_spot(error, point))
+    reach = error & ~outside
+    return int((reach & (after ^ target)).sum()) * 2 <= int(reach.sum())
 
 
 def clicks_to_reach(dices: list[float], threshold: float, cap: int) -> int:
