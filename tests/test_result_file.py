@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import os
+import tempfile
 
 import numpy as np
 import pytest
@@ -31,12 +33,14 @@ def world_points(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("extension, compress", [(".nrrd", False), (".nrrd", True), (".nii", False),
                                                  (".nii.gz", False)])
-def test_written_voxels_stay_in_place(extension, compress):
+def test_written_voxels_stay_in_place(extension, compress, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the result's temporary file goes with the test
     rotation = np.eye(4)
     rotation[:3, :3] = [[0, 0, 1], [1, 0, 0], [0, 1, 0]]  # axes permuted as well as flipped and anisotropic
     affine = rotation @ lps_anisotropic_affine()
     mask = fortran_mask((9, 8, 10))
     path = write_result(mask, affine, extension, compress)
+    assert os.path.dirname(path) == str(tmp_path)
     image = sitk.ReadImage(path)  # what 3D Slicer's reader (ITK) makes of it
     array = np.transpose(sitk.GetArrayFromImage(image), (2, 1, 0))
     lps = np.array(image.GetDirection()).reshape(3, 3) * np.array(image.GetSpacing())
