@@ -11,6 +11,7 @@ touched.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -42,6 +43,8 @@ def main() -> None:
     p.add_argument("--val-split", type=float, default=0.2,
                    help="part of --data held out for validation (0: no validation, so no forgetting check)")
     p.add_argument("--state", type=Path, default=None, help="where the adapters go (default: a temporary folder)")
+    p.add_argument("--option", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                   help="a trainer request option (lib.settings.TrainSettings) as JSON, e.g. --option max_epochs 100")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -56,8 +59,10 @@ def main() -> None:
 
     trainer = Sam3DAdapterTrain(str(state / "train"), models, labels, MODEL_SPACING_MM)
     start = time.perf_counter()
-    stats = trainer({"model": "sam3d", "name": "bench", "device": "cpu", "max_minutes": args.minutes,
-                     "val_split": args.val_split}, LocalDatastore(str(args.data), auto_reload=False))
+    options = {key: json.loads(value) for key, value in args.option}  # 100, 5e-4, false: as a request sends them
+    request = {"model": "sam3d", "name": "bench", "device": "cpu", "max_minutes": args.minutes,
+               "val_split": args.val_split, **options}
+    stats = trainer(request, LocalDatastore(str(args.data), auto_reload=False))
     train_seconds = time.perf_counter() - start
     after = dice_table(models, args.eval_data)
     info = models.info()
@@ -69,6 +74,7 @@ def main() -> None:
         "labeled_volumes": len(pairs),
         "eval_data": str(args.eval_data),
         "checkpoint": str(args.checkpoint),
+        "options": options,
         "state": str(state),
         "train_seconds": round(train_seconds, 1),
         "iterations": info["adapter"]["iterations"],
