@@ -5,7 +5,7 @@ import pytest
 
 from lib.errors import InvalidRequest
 from lib.prompts.clicks import check_inside, parse_points
-from lib.prompts.simulation import next_click, run_session, took
+from lib.prompts.simulation import next_click, run_session, took, tried_spot
 
 
 def test_parse_points_accepts_lists_and_json():
@@ -74,7 +74,8 @@ def test_a_stroke_that_holds_only_its_own_voxels_did_not_take():
     point = np.array([15, 15, 15])
     painted_only = before.copy()
     painted_only[15, 8:22, 15] = True
-    assert took(before, painted_only, target, point) and not took(before, painted_only, target, point, paints=True)
+    reach = tried_spot(before ^ target, point)
+    assert took(before, painted_only, target, point) and not took(before, painted_only, target, point, reach)
     filled = target.copy()
     filled[5:25, 5:25, 5:8] = False  # most of the region, though not all
-    assert took(before, filled, target, point, paints=True)
+    assert took(before, filled, target, point, reach)

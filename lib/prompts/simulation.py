@@ -187,25 +187,26 @@ def run_session(segment: Segmenter, target: np.ndarray, max_clicks: int, min_cli
         start = time.perf_counter()
         before, prediction = prediction, np.asarray(segment(session.clicks), dtype=bool)
         session.seconds.append(time.perf_counter() - start)
-        if not took(before, prediction, target, click[0], paints):
-            avoid.append(tried_spot(before ^ target, click[0]))
+        reach = tried_spot(before ^ target, click[0]) if paints else None
+        if not took(before, prediction, target, click[0], reach):
+            avoid.append(reach or tried_spot(before ^ target, click[0]))
         session.dices.append(dice(prediction, target))
         if stop_dice is not None and len(session.dices) >= min_clicks and session.dices[-1] >= stop_dice:
             break
     return session
 
 
-def took(before: np.ndarray, after: np.ndarray, target: np.ndarray, point: np.ndarray, paints: bool = False) -> bool:
+def took(before: np.ndarray, after: np.ndarray, target: np.ndarray, point: np.ndarray,
+         painted_reach: Tried | None = None) -> bool:
     """Whether the interaction at ``point`` fixed what it pointed at: a click, its own voxel (or it was right
-    already); a painted stroke, which always holds its own voxels, at least half of the error that was within its
-    reach (:func:`tried_spot`)."""
+    already); a painted stroke, which always holds its own voxels, at least half of the error that was within
+    ``painted_reach`` (its :func:`tried_spot`)."""
     spot = tuple(point)
-    if not paints:
+    if painted_reach is None:
         return before[spot] == target[spot] or after[spot] == target[spot]
-    error = before ^ target
     outside = np.ones(target.shape, dtype=bool)
-    clear_ball(outside, *tried_spot(error, point))
-    reach = error & ~outside
+    clear_ball(outside, *painted_reach)
+    reach = (before ^ target) & ~outside
     return int((reach & (after ^ target)).sum()) * 2 <= int(reach.sum())
 
 
