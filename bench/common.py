@@ -7,8 +7,10 @@ import json
 import os
 import platform
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,28 @@ def work_folder(prefix: str = "seg3d-") -> Path:
     global _WORK
     if _WORK is None:
         _WORK = tempfile.TemporaryDirectory(prefix="seg3d-work-")
+        _remove_on_sigterm()
     return Path(tempfile.mkdtemp(prefix=prefix, dir=_WORK.name))
+
+
+def _remove_on_sigterm() -> None:
+    """SIGTERM (``kill``, a job's time limit) ends a process without its exit hooks: remove the work folders first,
+    then let the signal do what it did before (a handler installed earlier, such as the app's
+    :mod:`lib.shutdown`, or the default end). Only the main thread may set handlers; an ignored SIGTERM stays so."""
+    previous = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread() or previous == signal.SIG_IGN:
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if _WORK is not None:
+            _WORK.cleanup()
+        if callable(previous):
+            previous(signum, frame)
+        else:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def parser(description: str, default_data: str) -> argparse.ArgumentParser:
