@@ -23,6 +23,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from lib.data.classes import read_class_names  # noqa: E402
+from lib.shutdown import stop_children  # noqa: E402
 from lib.training.studies import labeled_pairs  # noqa: E402
 
 _WORK: tempfile.TemporaryDirectory | None = None  # every work folder of this process, removed at exit
@@ -39,14 +40,16 @@ def work_folder(prefix: str = "seg3d-") -> Path:
 
 
 def _remove_on_sigterm() -> None:
-    """SIGTERM (``kill``, a job's time limit) ends a process without its exit hooks: remove the work folders first,
-    then let the signal do what it did before (a handler installed earlier, such as the app's
-    :mod:`lib.shutdown`, or the default end). Only the main thread may set handlers; an ignored SIGTERM stays so."""
+    """SIGTERM (``kill``, a job's time limit) ends a process without its exit hooks or context managers: first stop
+    its child processes (a bench's or a test's server) and remove the work folders, then let the signal do what it
+    did before (a handler installed earlier, or the default end). Only the main thread may set handlers; an ignored
+    SIGTERM stays so."""
     previous = signal.getsignal(signal.SIGTERM)
     if threading.current_thread() is not threading.main_thread() or previous == signal.SIG_IGN:
         return
 
     def handler(signum: int, frame: Any) -> None:
+        stop_children()
         if _WORK is not None:
             _WORK.cleanup()
         if callable(previous):

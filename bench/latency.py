@@ -10,7 +10,6 @@ The starter row uses ``--checkpoint``; the FastSAM3D and SAM-Med3D rows use rand
 from __future__ import annotations
 
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import numpy as np
 import torch
 from monai.transforms import LoadImage
 
-from bench.common import emit, machine, parser, studies_with_classes
+from bench.common import emit, machine, parser, studies_with_classes, work_folder
 from lib.model import build_sam3d, load_sam3d
 from lib.prompts.simulation import first_click, next_click
 from tests.server import client, running_server
@@ -119,17 +118,17 @@ def main() -> None:
     pairs, classes = studies_with_classes(args.data)
     plan = click_plan(pairs, classes, args.images, args.label)
     rows = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        confs = {"starter": {"checkpoint": str(args.checkpoint)}, **random_official_checkpoints(Path(tmp))}
-        for variant, conf in confs.items():
-            row = model_times(conf, args.repeats)
-            log = (args.out.parent if args.out else Path(tmp)) / f"latency_server_{variant}.log"
-            with running_server(args.data, {**conf, "device": "cpu"}, log) as server:
-                row.update(server_round_trips(server.url, plan, args.follow_ups))
-                row["server_rss_mb"] = server.rss_mb()
-            rows[variant] = {k: round(v, 4) if isinstance(v, float) else [round(x, 4) for x in v]
-                             if isinstance(v, list) else v for k, v in row.items()}
-            print(variant, rows[variant], flush=True)
+    tmp = work_folder("seg3d-latency-")
+    confs = {"starter": {"checkpoint": str(args.checkpoint)}, **random_official_checkpoints(tmp)}
+    for variant, conf in confs.items():
+        row = model_times(conf, args.repeats)
+        log = (args.out.parent if args.out else tmp) / f"latency_server_{variant}.log"
+        with running_server(args.data, {**conf, "device": "cpu"}, log) as server:
+            row.update(server_round_trips(server.url, plan, args.follow_ups))
+            row["server_rss_mb"] = server.rss_mb()
+        rows[variant] = {k: round(v, 4) if isinstance(v, float) else [round(x, 4) for x in v]
+                         if isinstance(v, list) else v for k, v in row.items()}
+        print(variant, rows[variant], flush=True)
     reference = rows["sam_med3d"]
     ratios = {v: {k: round(r[k] / reference[k], 3) for k in ("encoder_s", "first_click_s", "follow_up_click_s")}
               for v, r in rows.items()}

@@ -11,15 +11,13 @@ infer route and, side by side, on MONAI Label's own event-loop route (``--conf t
 from __future__ import annotations
 
 import statistics
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from bench.common import emit, machine, parser, studies_with_classes
+from bench.common import emit, machine, parser, studies_with_classes, work_folder
 from bench.latency import click_plan
 from tests.server import client, running_server
 
@@ -89,18 +87,18 @@ def main() -> None:
     pairs, classes = studies_with_classes(args.data)
     plan = click_plan(pairs, classes, args.clients)
     runs = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for route, threaded in (("thread_pool", "true"), ("event_loop", "false")):
-            conf = {"checkpoint": str(args.checkpoint), "threaded_infer": threaded,
-                    "state_dir": str(Path(tmp) / route)}
-            log = (args.out.parent if args.out else Path(tmp)) / f"load_server_{route}.log"
-            with running_server(args.data, conf, log) as server:
-                runs[route] = {
-                    "one_client": scenario(server.url, plan, 1, args.seconds, False),
-                    "clients": scenario(server.url, plan, args.clients, args.seconds, False),
-                    "clients_and_protosam3d": scenario(server.url, plan, args.clients, args.seconds, True),
-                }
-            print(route, runs[route], flush=True)
+    tmp = work_folder("seg3d-load-")
+    for route, threaded in (("thread_pool", "true"), ("event_loop", "false")):
+        conf = {"checkpoint": str(args.checkpoint), "threaded_infer": threaded,
+                "state_dir": str(tmp / route)}
+        log = (args.out.parent if args.out else tmp) / f"load_server_{route}.log"
+        with running_server(args.data, conf, log) as server:
+            runs[route] = {
+                "one_client": scenario(server.url, plan, 1, args.seconds, False),
+                "clients": scenario(server.url, plan, args.clients, args.seconds, False),
+                "clients_and_protosam3d": scenario(server.url, plan, args.clients, args.seconds, True),
+            }
+        print(route, runs[route], flush=True)
     ratios = {name: {"clicks_per_s": round(runs["thread_pool"][name]["follow_up_clicks_per_s"]
                                            / max(runs["event_loop"][name]["follow_up_clicks_per_s"], 1e-9), 2),
                      "p90": round(runs["thread_pool"][name]["p90_s"] / runs["event_loop"][name]["p90_s"], 2)}
