@@ -57,45 +57,70 @@ def model_times(conf: dict[str, str], repeats: int) -> dict[str, float]:
             "parameters": sum(p.numel() for p in model.parameters())}
 
 
+def plan_targets(pairs, classes, count: int) -> list[np.ndarray]:
+    """The object each image of :func:`click_plan` segments: the first class's stored label (bool)."""
+    index = min(classes)
+    return [np.asarray(LoadImage(image_only=True)(str(label_path))).squeeze() == index
+            for _, label_path in pairs[:count]]
+
+
 def click_plan(pairs, classes, count: int, object_name: str | None = None
                ) -> list[tuple[str, str, list[int], list[int], list[int]]]:
-    """(image id, label name, first click, second click, far click) from the stored labels, one object per image;
-    ``object_name`` replaces the stored class's name in the requests.
+    """(image id, label name, first click, second click, far click) from the stored labels, one object per image
+    (:func:`plan_targets`); ``object_name`` replaces the stored class's name in the requests.
 
     The far click is the labelled voxel farthest from the first click: a second object whose crop is not cached yet,
     so its round trip includes the encoder on an already loaded image.
     """
     plan = []
+    index = min(classes)
     for image_path, label_path in pairs[:count]:
         label = np.asarray(LoadImage(image_only=True)(str(label_path))).squeeze()
-        index, name = next(iter(sorted(classes.items())))
         target = label == index
         first = first_click(target)
         second, _ = next_click(np.ones_like(target), target)  # the most interior background voxel
         labelled = np.argwhere(label > 0)
         far = labelled[np.argmax(np.linalg.norm(labelled - first, axis=1))]
         image_id = image_path.name.split(".")[0]
-        plan.append((image_id, object_name or name, first.tolist(), second.tolist(), far.tolist()))
+        plan.append((image_id, object_name or classes[index], first.tolist(), second.tolist(), far.tolist()))
     return plan
 
 
-def server_round_trips(url: str, plan, follow_ups: int) -> dict[str, float | list[float]]:
+def returned_mask(path: str) -> np.ndarray:
+    """The result file the client saved, as a bool array (then removed)."""
+    mask = np.asarray(LoadImage(image_only=True)(path)).squeeze() > 0
+    Path(path).unlink()
+    return mask
+
+
+def server_round_trips(url: str, plan, targets: list[np.ndarray], follow_ups: int) -> dict[str, float | list[float]]:
     """Median seconds per click kind, and the follow-ups' 10th and 90th percentiles. Per image: the cold first
-    click, a first click on the far object, then ``follow_ups`` follow-up clicks (a background click added, sent
-    again as the same session's next click), each counted only when the server reports no encoder run."""
+    click, a first click on the far object, then ``follow_ups`` follow-up clicks on the first object, each the
+    simulated annotator's next click (:func:`lib.prompts.simulation.next_click`) on the result just returned, and
+    counted only when the server reports no encoder run."""
     c = client(url)
     times: dict[str, list[float]] = {"cold": [], "first": [], "follow": []}
-    for image_id, name, a, b, far in plan:
-        requests = [("cold", {"foreground": [a], "background": [], "label": name}),
-                    ("first", {"foreground": [far], "background": [], "label": name + "_far"})]
-        requests += [("follow", {"foreground": [a], "background": [b], "label": name})] * follow_ups
-        for bucket, params in requests:
-            start = time.perf_counter()
-            _, result = c.infer("sam3d", image_id, {**params, **CLIENT_RESULT})
-            elapsed = time.perf_counter() - start
-            hits = result["embedding_cached"]
-            if bucket == "cold" or (bucket == "first" and not all(hits)) or (bucket == "follow" and all(hits)):
-                times[bucket].append(elapsed)
+
+    def timed(bucket: str, image_id: str, params: dict) -> str:
+        start = time.perf_counter()
+        path, result = c.infer("sam3d", image_id, {**params, **CLIENT_RESULT})
+        elapsed = time.perf_counter() - start
+        hits = result["embedding_cached"]
+        if bucket == "cold" or (bucket == "first" and not all(hits)) or (bucket == "follow" and all(hits)):
+            times[bucket].append(elapsed)
+        return path
+
+    for (image_id, name, a, _, far), target in zip(plan, targets, strict=True):
+        clicks: dict[bool, list[list[int]]] = {True: [a], False: []}
+        mask = returned_mask(timed("cold", image_id, {"foreground": [a], "background": [], "label": name}))
+        returned_mask(timed("first", image_id, {"foreground": [far], "background": [], "label": name + "_far"}))
+        for _ in range(follow_ups):
+            click = next_click(mask, target)
+            if click is None:
+                break
+            clicks[click[1]].append(click[0].tolist())
+            mask = returned_mask(timed("follow", image_id, {"foreground": clicks[True], "background": clicks[False],
+                                                             "label": name}))
     follow = times["follow"]
     summary = {f"{name}_count": len(values) for name, values in times.items()}
     return {"first_click_cold_image_s": statistics.median(times["cold"]),
@@ -117,6 +142,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     pairs, classes = studies_with_classes(args.data)
     plan = click_plan(pairs, classes, args.images, args.label)
+    targets = plan_targets(pairs, classes, args.images)
     rows = {}
     tmp = work_folder("seg3d-latency-")
     confs = {"starter": {"checkpoint": str(args.checkpoint)}, **random_official_checkpoints(tmp)}
@@ -124,7 +150,7 @@ def main() -> None:
         row = model_times(conf, args.repeats)
         log = (args.out.parent if args.out else tmp) / f"latency_server_{variant}.log"
         with running_server(args.data, {**conf, "device": "cpu"}, log) as server:
-            row.update(server_round_trips(server.url, plan, args.follow_ups))
+            row.update(server_round_trips(server.url, plan, targets, args.follow_ups))
             row["server_rss_mb"] = server.rss_mb()
         rows[variant] = {k: round(v, 4) if isinstance(v, float) else [round(x, 4) for x in v]
                          if isinstance(v, list) else v for k, v in row.items()}

@@ -181,3 +181,40 @@ def test_upsampling_only_around_positive_logits_thresholds_the_same(where):
     fast = upsampled_output(logits, crop, positive_only=True)
     assert torch.equal(fast > 0, full > 0)
     assert (full > 0).any() == (where != "nowhere")
+
+
+def test_a_follow_up_inside_the_fine_crop_keeps_the_coarse_pass_and_the_same_mask():
+    """The served starter on white matter, which reaches the fine crop's faces: every prediction has a coarse pass.
+    A click inside the fine crop keeps the previous coarse pass (not decoded again) and pastes only the fine pass
+    onto the previous mask, which gives the mask of pasting both passes; a click outside it decodes the coarse pass
+    again."""
+    import dataclasses
+
+    from lib.prompts.simulation import first_click
+    from tests.server import REPO_ROOT, SAMPLE, ensure_sample
+
+    studies = ensure_sample(SAMPLE) / "studies"
+    volume = load_model_volume(str(studies / "subj_000.nii.gz"), 1.5)
+    target = np.asarray(nib.load(studies / "labels" / "final" / "subj_000.nii.gz").dataobj) == 1
+    predictor = InteractivePredictor(ModelStore(REPO_ROOT / "model" / "starter.pt"))
+    a = first_click(target)
+    near = np.argwhere(target)[np.argmin(np.abs(np.linalg.norm(np.argwhere(target) - a, axis=1) - 8.0))]
+    first = predictor.segment(volume, volume_clicks(volume, [a]), np.zeros((0, 3)), label="white_matter")
+    predictor.to_original_mask(volume, first)
+    assert len(first.passes) == 2 and first.grid_mask is not None
+
+    def both_passes(segmentation):  # the mask pasted from scratch
+        return predictor.to_original_mask(volume, dataclasses.replace(segmentation, base_mask=None))
+
+    second = predictor.segment(volume, volume_clicks(volume, [a, near]), np.zeros((0, 3)), previous=first,
+                               label="white_matter")
+    assert second.fine.crop == first.fine.crop and second.passes[0] is first.passes[0]
+    expected = both_passes(second)
+    assert torch.equal(predictor.to_original_mask(volume, second), expected)
+
+    corner = volume_clicks(volume, [[2, 2, 2]])
+    assert not second.fine.crop.contains(corner)
+    third = predictor.segment(volume, volume_clicks(volume, [a, near]), corner, previous=second,
+                              label="white_matter")
+    assert len(third.passes) == 2 and third.passes[0] is not second.passes[0]
+    assert third.base_mask is None and torch.equal(predictor.to_original_mask(volume, third), both_passes(third))

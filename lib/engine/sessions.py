@@ -22,8 +22,7 @@ class ObjectState:
 
     @property
     def nbytes(self) -> int:
-        logits = sum(p.logits.element_size() * p.logits.nelement() for p in self.segmentation.passes)
-        return logits + (0 if self.result is None else self.result.nbytes)
+        return self.segmentation.nbytes + (0 if self.result is None else self.result.nbytes)
 
     def returned(self, shape: tuple[int, ...]) -> np.ndarray | None:
         """The mask last returned, as a bool array of ``shape`` (None when it was not kept)."""
