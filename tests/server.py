@@ -89,15 +89,14 @@ def running_server(studies: Path | str, conf: dict[str, str], log_path: Path, ti
                    env: dict[str, str] | None = None, new_session: bool = False) -> Iterator[Server]:
     """Run seg3d on ``studies`` (a folder or a DICOMweb URL) with extra environment ``env`` and yield it once
     ``/info`` answers; the server is stopped afterwards. ``new_session``: the server leads a process group of its
-    own (its pid is the group id). Its temporary files go to a folder of its own, removed at exit."""
+    own (its pid is the group id). ``TMPDIR`` is a new work folder unless ``env`` names one."""
     port = free_port()
     bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, **(env or {})}
+    # MONAI Label writes its log configuration to the temporary folder before the app makes one of its own
+    env = {**os.environ, "TMPDIR": str(work_folder("server-tmp-")), **(env or {})}
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
     env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env["MONAI_LABEL_AUTO_UPDATE_SCORING"] = "false"
-    # MONAI Label leaves uploads of rejected requests and its subprocesses' request files in the temporary folder
-    env["TMPDIR"] = str(work_folder("server-tmp-"))
     args = [os.path.join(bin_dir, "monailabel"), "start_server", "--app", str(REPO_ROOT / "apps" / "seg3d"),
             "--studies", str(studies), "--host", "127.0.0.1", "--port", str(port)]
     for key, value in conf.items():

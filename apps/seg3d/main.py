@@ -44,6 +44,7 @@ from lib.scoring.uncertainty import SCORE_KEY, Sam3DUncertaintyScoring  # noqa: 
 from lib.server_routes import harden_server_routes  # noqa: E402
 from lib.settings import Settings  # noqa: E402
 from lib.shutdown import install as stop_subprocesses_on_shutdown  # noqa: E402
+from lib.temp_folder import use_own_temp_folder  # noqa: E402
 from lib.trainers.auto_train import active_trainers, due_trainers  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -96,6 +97,7 @@ class Seg3DApp(MONAILabelApp):
         harden_server_routes(threaded_infer=self.app_settings.threaded_infer)
         if "monailabel.app" in sys.modules:  # the server (not a training or scoring subprocess)
             stop_subprocesses_on_shutdown()
+            use_own_temp_folder()  # nothing MONAI Label leaves there outlives the server
             share_main_arena()  # requests run on worker threads
             single_threaded_blas()  # its small matrices wait for OpenBLAS threads otherwise
 
