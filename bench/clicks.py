@@ -14,7 +14,7 @@ random-walker table of an earlier run on the same studies (its sessions do not d
 draws Slicer's ROI); each later one is a click, sent with the box. Lasso (``model_lasso``): the same with the
 object's outline on the axial slice through the first click instead of the box. Scribbles (``model_scribbles``):
 each interaction is one stroke, the medial axis of the error region on the axial slice through the session's next
-click (:func:`lib.prompts.simulation.stroke_through`), sent with every earlier stroke and the current result as the
+click (:func:`lib.prompts.gestures.stroke_through`), sent with every earlier stroke and the current result as the
 label to refine, as Slicer's scribbles section sends them; a stroke took when it fixed at least half of the error
 within its reach (:func:`lib.prompts.simulation.took`).
 """
@@ -35,6 +35,7 @@ from lib.engine.model_store import ModelStore
 from lib.engine.predictor import InteractivePredictor
 from lib.infers.sam3d import Sam3DInfer
 from lib.infers.sam3d_scribbles import Sam3DScribblesInfer
+from lib.prompts.gestures import lasso_around, stroke_through
 from lib.prompts.scribbles import Scribbles
 from lib.prompts.simulation import (
     Click,
@@ -42,11 +43,9 @@ from lib.prompts.simulation import (
     Segmenter,
     clicks_to_reach,
     first_click,
-    lasso_around,
     predictor_segmenter,
     run_session,
     split_clicks,
-    stroke_through,
 )
 from lib.settings import MODEL_SPACING_MM
 from lib.training.evaluate import labelled_objects

@@ -8,6 +8,7 @@ import torch
 
 from lib.errors import InvalidRequest
 from lib.prompts.box import box_prompt, parse_box, request_box
+from lib.prompts.gestures import lasso_around
 from lib.prompts.lasso import lasso_prompt, parse_lasso, reach_box
 from lib.prompts.regions import RegionPrompt, apply_regions, rounded_extrusion
 from lib.prompts.scribbles import (
@@ -19,7 +20,7 @@ from lib.prompts.scribbles import (
     scribble_prompt,
     stroke_points,
 )
-from lib.prompts.simulation import lasso_around, next_scribble
+from lib.prompts.simulation import next_scribble
 
 SHAPE = (40, 50, 30)
 

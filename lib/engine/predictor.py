@@ -14,6 +14,7 @@ from lib.engine.autozoom import ZOOM_LADDER
 from lib.engine.model_store import ModelStore
 from lib.model import Sam3D
 from lib.model.mask_refiner import MaskRefiner3D
+from lib.prompts.channels import PromptChannels, crop_channels
 from lib.prompts.geometry import (
     Crop,
     apply_affine,
@@ -156,10 +157,11 @@ class InteractivePredictor:
 
     def predict(self, model: Sam3D, volume: ModelVolume, crop: Crop, embedding: torch.Tensor, foreground: np.ndarray,
                 background: np.ndarray, previous: CropLogits | None = None,
-                previous_logits: torch.Tensor | None = None, refine: bool = True) -> CropLogits:
+                previous_logits: torch.Tensor | None = None, refine: bool = True,
+                channels: PromptChannels | None = None) -> CropLogits:
         """The decoder's logits in ``crop`` and, when ``refine`` and the model has a mask refiner, their refinement
-        with the clicks, each fed its own previous output (``previous``, or ``previous_logits`` from an uploaded
-        mask)."""
+        with the clicks (and a ``prompts`` refiner's box and stroke ``channels``), each fed its own previous output
+        (``previous``, or ``previous_logits`` from an uploaded mask)."""
         points, labels = crop_prompts(crop, foreground, background, embedding.device)
         prior = previous.logits if previous is not None else previous_logits
         logits = self.decode(model, embedding, points, labels, prior)
@@ -170,9 +172,13 @@ class InteractivePredictor:
         )
         refined_prior = previous.output if previous is not None else previous_logits
         device = embedding.device
+        prompts = None
+        if channels is not None and model.takes_prompt_channels:
+            orig_to_vol = original_to_volume(volume.original_affine, volume.affine)
+            prompts = crop_channels(channels, crop, orig_to_vol, guide.shape[-1]).to(device)
         with torch.no_grad():
             refined = model.refine(logits.to(device), guide.to(device), points, labels,
-                                   None if refined_prior is None else refined_prior.to(device))
+                                   None if refined_prior is None else refined_prior.to(device), prompts)
         return CropLogits(crop, logits, refined.cpu())
 
     def uses_autozoom(self, refine: bool) -> bool:
@@ -180,7 +186,8 @@ class InteractivePredictor:
         return refine if self.autozoom is None else self.autozoom
 
     def zoomed_in(self, model: Sam3D, version: str, volume: ModelVolume, foreground: np.ndarray,
-                  background: np.ndarray, refine: bool) -> tuple[CropLogits, bool] | None:
+                  background: np.ndarray, refine: bool,
+                  channels: PromptChannels | None = None) -> tuple[CropLogits, bool] | None:
         """The first crop of :data:`ZOOM_LADDER` (centred on the foreground clicks, holding them) whose mask stays
         off every crop face: its prediction and whether its embedding was cached. None when the object outgrows
         all."""
@@ -190,7 +197,8 @@ class InteractivePredictor:
             if not crop.contains(foreground, margin=2.0):
                 continue
             embedding, hit = self.embedding(model, version, volume, crop)
-            prediction = self.predict(model, volume, crop, embedding, foreground, background, refine=refine)
+            prediction = self.predict(model, volume, crop, embedding, foreground, background, refine=refine,
+                                      channels=channels)
             if not touches_open_border(prediction.output, crop, shape, any_face=True):
                 return prediction, hit
         return None
@@ -258,6 +266,7 @@ class InteractivePredictor:
         follow_border: bool = True,
         label: str | None = None,
         box_extent: np.ndarray | None = None,
+        channels: PromptChannels | None = None,
     ) -> Segmentation:
         """Predict the object marked by clicks (model-space voxel coordinates).
 
@@ -269,6 +278,7 @@ class InteractivePredictor:
         refiner serves it unless the decoder was trained on it (:meth:`Sam3D.refines`). ``previous_mask`` (bool, on
         the stored image's grid) is the mask prompt of an object without ``previous``; ``anchor`` (model-space
         voxel) centres a new crop, which auto-zoom sizes to a box of ``box_extent`` model voxels around it.
+        ``channels`` are the region prompts a ``prompts`` refiner sees (:mod:`lib.prompts.channels`).
         """
         model, version = self.model()
         refine = model.refines(label)
@@ -286,13 +296,13 @@ class InteractivePredictor:
         zoomed = None
         if (fine != previous_crop and prior is None and previous_fine_logits is None and anchor is None
                 and self.uses_autozoom(refine)):
-            zoomed = self.zoomed_in(model, version, volume, foreground, background, refine)
+            zoomed = self.zoomed_in(model, version, volume, foreground, background, refine, channels)
         if zoomed is not None:
             prediction, hit = zoomed
         else:
             embedding, hit = self.embedding(model, version, volume, fine)
             prediction = self.predict(model, volume, fine, embedding, foreground, background, prior,
-                                      previous_fine_logits, refine)
+                                      previous_fine_logits, refine, channels)
         fine, passes, hits = prediction.crop, [prediction], [hit]
         base_mask = None
         if follow_border and fine.zoom >= 1.0 and touches_open_border(prediction.output, fine, shape):
@@ -306,7 +316,8 @@ class InteractivePredictor:
                 logger.info("Object reaches the crop border; adding a coarse pass at zoom %.1f", coarse.zoom)
                 coarse_embedding, coarse_hit = self.embedding(model, version, volume, coarse)
                 passes.insert(0, self.predict(model, volume, coarse, coarse_embedding, foreground, background,
-                                              previous.pass_at(coarse) if previous else None, refine=refine))
+                                              previous.pass_at(coarse) if previous else None, refine=refine,
+                                              channels=channels))
                 hits.insert(0, coarse_hit)
         return Segmentation(passes=passes, model_version=version, embedding_hits=hits, clicks=(foreground, background),
                             continued=previous is not None, base_mask=base_mask)

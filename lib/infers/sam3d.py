@@ -17,6 +17,7 @@ from lib.engine.sessions import ObjectSessions, mask_digest
 from lib.errors import InvalidRequest, UnreadableImage
 from lib.infers.base import ModelSpaceInferTask
 from lib.prompts.box import box_prompt, request_box
+from lib.prompts.channels import combined
 from lib.prompts.clicks import check_inside, parse_points
 from lib.prompts.geometry import apply_affine, original_to_volume
 from lib.prompts.lasso import lasso_prompt, parse_lasso, reach_box
@@ -164,7 +165,7 @@ class Sam3DInfer(ModelSpaceInferTask):
 
         segmentation = self.predictor.segment(
             volume, fg_vol, bg_vol, previous=previous, previous_mask=previous_mask, anchor=anchor, label=name,
-            box_extent=box_extent,
+            box_extent=box_extent, channels=combined(r.channels for r in regions),
         )
         mask = apply_regions(self.predictor.to_original_mask(volume, segmentation).to(torch.uint8), regions)
         if uploaded is not None and not regions and self.corrects_locally(name):

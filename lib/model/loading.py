@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from lib.model.click_refiner import refiner_kind
 from lib.model.sam3d import VARIANTS, Sam3D, build_sam3d, class_key
 
 ENCODER_PREFIX = "image_encoder."
@@ -81,8 +82,7 @@ def load_sam3d(checkpoint: StateSource, encoder_checkpoint: StateSource | None =
         raise ValueError("this looks like a bare image-encoder file (e.g. the FastSAM3D student): pass it as "
                          "encoder_checkpoint, with a SAM-Med3D checkpoint for the prompt encoder and mask decoder")
     # the refiner's keys name its kind; a starter saved before the mask refiner existed loads without one
-    refiner = next((kind for prefix, kind in (("mask_refiner.unet.", "clicks"), ("mask_refiner.", "edges"))
-                    if any(k.startswith(prefix) for k in state)), "none")
+    refiner = refiner_kind(state) or ("edges" if any(k.startswith("mask_refiner.") for k in state) else "none")
     model = build_sam3d(variant if isinstance(variant, str) else detect_variant(state), refiner=refiner)
     # only checkpoints trained with ambiguity-aware first clicks say so; every other layout uses the single mask
     model.multimask_first_click = bool(raw.get(MULTIMASK_KEY, False))

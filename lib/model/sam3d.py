@@ -17,7 +17,8 @@ from lib.model.prompt_encoder import PromptEncoder3D
 # Architectures by variant. ``sam_med3d`` is SAM-Med3D vit_b_ori; ``fastsam3d`` its distilled 6-block student
 # encoder with SAM-Med3D's prompt encoder and decoder; ``starter`` is small enough to train on a CPU and adds a
 # high-resolution mask refiner (the official layouts have none). Refiner kinds: ``edges`` (``MaskRefiner3D``, the
-# default) and ``clicks`` (``ClickRefiner3D``, which also sees the clicks and its previous result).
+# default), ``clicks`` (``ClickRefiner3D``, which also sees the clicks and its previous result) and ``prompts`` (the
+# same with box and stroke channels).
 VARIANTS: dict[str, dict[str, Any]] = {
     "sam_med3d": {
         "encoder": {"embed_dim": 768, "depth": 12, "num_heads": 12, "window_size": 14,
@@ -35,7 +36,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     },
 }
 
-REFINERS = {"none": lambda: None, "edges": MaskRefiner3D, "clicks": ClickRefiner3D}
+REFINERS = {"none": lambda: None, "edges": MaskRefiner3D, "clicks": ClickRefiner3D,
+            "prompts": lambda: ClickRefiner3D(prompt_channels=True)}
 
 IMG_SIZE = 128
 PATCH_SIZE = 16
@@ -110,14 +112,21 @@ class Sam3D(nn.Module):
             multimask_output=multimask_output,
         )
 
+    @property
+    def takes_prompt_channels(self) -> bool:
+        """Whether the mask refiner was built for box and stroke channels (:mod:`lib.prompts.channels`)."""
+        return isinstance(self.mask_refiner, ClickRefiner3D) and self.mask_refiner.prompt_channels
+
     def refine(self, low_res_logits: torch.Tensor, guide: torch.Tensor, points: torch.Tensor, labels: torch.Tensor,
-               previous: torch.Tensor | None = None) -> torch.Tensor:
+               previous: torch.Tensor | None = None, prompts: torch.Tensor | None = None) -> torch.Tensor:
         """Logits at half the crop size that follow the edges of the crop (``guide``: ``MaskRefiner3D.guide``); a
-        ``clicks`` refiner also sees the points and labels (as for :meth:`decode`) and its ``previous`` logits."""
+        ``clicks`` refiner also sees the points and labels (as for :meth:`decode`) and its ``previous`` logits, and
+        a ``prompts`` one the box and stroke channels too (``prompts``; other refiners ignore them)."""
         if self.mask_refiner is None:
             raise ValueError(f"the {self.variant} layout has no mask refiner")
         if isinstance(self.mask_refiner, ClickRefiner3D):
-            return self.mask_refiner(low_res_logits, guide, click_maps(points, labels, guide.shape[-1]), previous)
+            return self.mask_refiner(low_res_logits, guide, click_maps(points, labels, guide.shape[-1]), previous,
+                                     prompts)
         return self.mask_refiner(low_res_logits, guide)
 
     def forward(self, image: torch.Tensor, points: torch.Tensor, labels: torch.Tensor,

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from lib.errors import InvalidRequest
+from lib.prompts.channels import PromptChannels
 from lib.prompts.clicks import decoded, is_number
 from lib.prompts.regions import RegionPrompt
 
@@ -71,4 +72,4 @@ def box_prompt(box: np.ndarray, shape: Sequence[int]) -> RegionPrompt:
     prior = np.zeros(tuple(int(s) for s in shape[:3]), dtype=bool)
     prior[region] = inside
     return RegionPrompt("box", np.round(centre)[None], np.zeros((0, 3)), prior=prior, exclude=outside_box(box, shape),
-                        key=tuple(box.ravel().tolist()))
+                        key=tuple(box.ravel().tolist()), channels=PromptChannels(box=box))

@@ -20,6 +20,7 @@ from skimage.draw import polygon
 
 from lib.errors import InvalidRequest
 from lib.prompts.box import outside_box
+from lib.prompts.channels import PromptChannels, painted
 from lib.prompts.clicks import check_inside, parse_points
 from lib.prompts.regions import RegionPrompt, axis_slice, rounded_extrusion, sample_voxels
 
@@ -83,11 +84,13 @@ def lasso_prompt(lasso: Lasso, shape: Sequence[int]) -> RegionPrompt:
     shape = tuple(int(s) for s in shape[:3])
     grown = ndimage.binary_dilation(lasso.area, iterations=RING_VOXELS)
     ring = grown & ~ndimage.binary_dilation(lasso.area, iterations=RING_VOXELS - 1)
+    area, ring = on_slice(lasso, lasso.area, shape), on_slice(lasso, ring, shape)
     return RegionPrompt(
         "lasso",
-        sample_voxels(on_slice(lasso, lasso.area, shape), FOREGROUND_POINTS),
-        sample_voxels(on_slice(lasso, ring, shape), BACKGROUND_POINTS),
+        sample_voxels(area, FOREGROUND_POINTS),
+        sample_voxels(ring, BACKGROUND_POINTS),
         prior=rounded_extrusion(lasso.area, lasso.axis, lasso.index, shape),
         exclude=on_slice(lasso, ~lasso.area, shape) | outside_box(reach_box(lasso, shape), shape),
         key=(lasso.axis, lasso.index, hashlib.sha1(np.packbits(lasso.area).tobytes()).hexdigest()),
+        channels=PromptChannels(foreground=painted(area), background=painted(ring)),
     )

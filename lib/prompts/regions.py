@@ -1,9 +1,9 @@
 """Region prompts (a box, a lasso, scribbles) in the form the interactive network takes: clicks derived from the
 region, a mask prior for an object without a previous mask, and voxels the result must include or exclude.
 
-No checkpoint seg3d serves has trained box, lasso or stroke embeddings, so each region becomes clicks plus a mask
-prompt (SAM-Med3D's previous-mask input), and its hard part (the box's bounds, the painted strokes, the outside of
-the lasso on its slice) is imposed on the result.
+Every checkpoint gets each region as clicks plus a mask prompt (SAM-Med3D's previous-mask input), and its hard part
+(the box's bounds, the painted strokes, the outside of the lasso on its slice) is imposed on the result. A ``prompts``
+refiner also sees the region itself, as dense channels (:mod:`lib.prompts.channels`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from scipy import ndimage
+
+from lib.prompts.channels import PromptChannels
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,7 @@ class RegionPrompt:
     exclude: np.ndarray | None = None  # voxels the result must not contain
     editable: np.ndarray | None = None  # where the result may depart from ``prior`` (None: everywhere)
     key: tuple = ()  # what identifies the prompt: requests resending it continue one object's session
+    channels: PromptChannels | None = None  # the region as a ``prompts`` refiner's dense channels
 
 
 def spread_points(points: np.ndarray, weights: np.ndarray, count: int) -> np.ndarray:

@@ -15,14 +15,13 @@ import torch
 import torch.nn.functional as F
 from monai.losses import DiceCELoss
 from scipy import ndimage
-from skimage.measure import find_contours
-from skimage.morphology import medial_axis
 
 from lib.engine.predictor import InteractivePredictor
 from lib.model import Sam3D
 from lib.model.mask_refiner import MaskRefiner3D
 from lib.prompts.geometry import apply_affine, original_to_volume
-from lib.prompts.regions import axis_slice
+from lib.prompts.gestures import stroke_through
+from lib.prompts.grid_prompts import GridPrompts
 from lib.transforms.preprocess import ModelVolume
 
 Click = tuple[np.ndarray, bool]  # (voxel index, is_foreground)
@@ -96,12 +95,6 @@ def split_clicks(clicks: list[Click]) -> tuple[np.ndarray, np.ndarray]:
     return foreground, background
 
 
-def region_through(mask: np.ndarray, point: np.ndarray, axis: int) -> np.ndarray:
-    """On the slice (normal to ``axis``) through ``point``, the connected region of ``mask`` that holds it (2D)."""
-    components, _ = ndimage.label(mask.astype(bool)[axis_slice(axis, int(point[axis]))])
-    return components == components[tuple(int(point[a]) for a in range(3) if a != axis)]
-
-
 def next_scribble(prediction: np.ndarray, target: np.ndarray, axis: int = 2) -> tuple[np.ndarray, bool] | None:
     """The stroke an annotator paints next (:func:`stroke_through` :func:`next_click`'s voxel). Returns ``(bool
     stroke mask, is_foreground)``, or None when the prediction is already perfect."""
@@ -109,25 +102,6 @@ def next_scribble(prediction: np.ndarray, target: np.ndarray, axis: int = 2) -> 
     if click is None:
         return None
     return stroke_through(prediction, target, click[0], axis), click[1]
-
-
-def stroke_through(prediction: np.ndarray, target: np.ndarray, point: np.ndarray, axis: int = 2) -> np.ndarray:
-    """The stroke an annotator paints at the wrong voxel ``point``: on its slice (normal to ``axis``), the medial
-    axis of the error region there that holds it (a bool mask)."""
-    stroke = np.zeros(target.shape, dtype=bool)
-    error = prediction.astype(bool) ^ target.astype(bool)
-    stroke[axis_slice(axis, int(point[axis]))] = medial_axis(region_through(error, point, axis), rng=0)  # seeded
-    stroke[tuple(point)] = True  # a one-voxel region skeletonises to itself; the click voxel is always painted
-    return stroke
-
-
-def lasso_around(target: np.ndarray, point: np.ndarray, axis: int = 2, vertices: int = 40) -> list[list[float]]:
-    """The lasso an annotator draws around the object on the slice (normal to ``axis``) through ``point``: the
-    outline of the object's region there that holds the point, as up to ``vertices`` ``[i, j, k]`` points."""
-    region = np.pad(region_through(target, point, axis), 1)
-    outline = max(find_contours(region.astype(np.float32), 0.5), key=len) - 1.0  # undo the padding
-    outline = outline[:: max(1, len(outline) // vertices)]
-    return [[float(v) for v in np.insert(p, axis, point[axis])] for p in outline]
 
 
 def first_click(target: np.ndarray) -> np.ndarray:
@@ -243,7 +217,7 @@ class ClickOutcome:
 
 def simulated_click_loss(model: Sam3D, image: torch.Tensor, target: torch.Tensor, num_clicks: int, loss_fn: DiceCELoss,
                          rng: np.random.Generator, random_first_click: float = 0.5,
-                         train_decoder: bool = True, refine: bool = True) -> ClickOutcome:
+                         train_decoder: bool = True, refine: bool = True, prompt: str = "clicks") -> ClickOutcome:
     """The click session on one training crop, through the network, as the predictor runs it.
 
     ``image`` (1, 1, S, S, S) and binary ``target`` (1, 1, S, S, S). The session runs on the half-resolution grid
@@ -255,10 +229,14 @@ def simulated_click_loss(model: Sam3D, image: torch.Tensor, target: torch.Tensor
     ``train_decoder`` False the encoder and decoder run without gradients. With ``refine``, a model with a mask
     refiner refines every click's logits with the click maps and its own previous result, and learns on the last
     click (the earlier ones only set up the situation, as in DeepGrow's and nnInteractive's click simulation).
+    ``prompt`` (:data:`lib.prompts.grid_prompts.PROMPT_KINDS`) makes the session a box, lasso or scribble session
+    as the predictor serves it (:class:`lib.prompts.grid_prompts.GridPrompts`): the region's clicks and prior, and
+    its dense channels for a ``prompts`` refiner.
     """
     size = image.shape[-1] // LOSS_STRIDE
     target = (F.avg_pool3d(target, LOSS_STRIDE) > 0.5).float()
     coarse = target[0, 0].numpy() > 0.5
+    prompts = GridPrompts(prompt, coarse, rng)
     with torch.set_grad_enabled(train_decoder and torch.is_grad_enabled()):
         embedding = model.encode(image)
     guide = MaskRefiner3D.guide(image) if refine and model.mask_refiner is not None else None
@@ -267,16 +245,22 @@ def simulated_click_loss(model: Sam3D, image: torch.Tensor, target: torch.Tensor
     low_res: list[torch.Tensor] = []
     refined: list[torch.Tensor] = []
     refiner_inputs: list[tuple] = []
+    prior: list[torch.Tensor | None] = []  # the region's mask prompt as low-res logits, set at the first click
 
     def segment(clicks: list[Click]) -> np.ndarray:
-        points = torch.as_tensor(np.stack([p for p, _ in clicks]) * LOSS_STRIDE + (LOSS_STRIDE - 1) / 2.0,
+        shown = predictions[-1][0, 0].numpy() if predictions else np.zeros_like(coarse)
+        sent = prompts.network_clicks(clicks, shown)
+        points = torch.as_tensor(np.stack([p for p, _ in sent]) * LOSS_STRIDE + (LOSS_STRIDE - 1) / 2.0,
                                  dtype=torch.float32)[None]
-        labels = torch.as_tensor([int(fg) for _, fg in clicks])[None]
+        labels = torch.as_tensor([int(fg) for _, fg in sent])[None]
+        if not prior:
+            prior.append(None if prompts.prior is None else prior_logits(prompts.prior, model.low_res_size))
+        previous = low_res[-1] if low_res else prior[0]
         foreground = int(labels.sum())
-        ambiguous = model.answers_with_three_masks(foreground, len(clicks) - foreground, bool(low_res))
+        ambiguous = model.answers_with_three_masks(foreground, len(sent) - foreground, previous is not None)
         with torch.set_grad_enabled(train_decoder and torch.is_grad_enabled()):
-            logits, iou = model.decode(embedding, points=points, labels=labels,
-                                       mask_logits=low_res[-1] if low_res else None, multimask_output=ambiguous)
+            logits, iou = model.decode(embedding, points=points, labels=labels, mask_logits=previous,
+                                       multimask_output=ambiguous)
             upsampled = F.interpolate(logits, size=(size,) * 3, mode="trilinear", align_corners=False)
             masks = (upsampled > 0).detach()
             # with three ambiguity masks only the one closest to the target learns (Segment Anything's minimum loss)
@@ -289,18 +273,29 @@ def simulated_click_loss(model: Sam3D, image: torch.Tensor, target: torch.Tensor
         prediction = masks[:, best : best + 1]
         low_res.append(logits[:, best : best + 1].detach())
         if guide is not None:
-            refiner_inputs.append((low_res[-1], guide, points, labels, refined[-1].detach() if refined else None))
+            refiner_inputs.append((low_res[-1], guide, points, labels, refined[-1].detach() if refined else prior[0],
+                                   prompts.channels()))
             # gradients only through the click the refiner learns on: the session's last
             with torch.set_grad_enabled(len(clicks) == num_clicks and torch.is_grad_enabled()):
                 refined.append(model.refine(*refiner_inputs[-1]))
             prediction = refined[-1].detach() > 0
+        prediction = prompts.served(prediction[0, 0])[None, None]
         predictions.append(prediction)
         return prediction[0, 0].numpy()
 
-    first = random_foreground_voxel(coarse, rng) if rng.random() < random_first_click else None
-    session = run_session(segment, coarse, num_clicks, first=first)
+    first = prompts.first_click()
+    if first is None and rng.random() < random_first_click:
+        first = random_foreground_voxel(coarse, rng)
+    session = run_session(segment, coarse, num_clicks, first=first, paints=prompts.paints)
     losses = [torch.stack(decoder_losses).mean()] if decoder_losses else []
     if guide is not None:  # the refiner learns on the session's last click (a perfect mask ends it early: rerun)
         losses.append(loss_fn(refined[-1] if len(refined) == num_clicks else model.refine(*refiner_inputs[-1]),
                               target))
     return ClickOutcome(sum(losses), session.dices[: len(predictions)], predictions, target)
+
+
+def prior_logits(prior: np.ndarray, resolution: int, scale: float = 8.0) -> torch.Tensor:
+    """A bool mask prompt on the loss grid as (1, 1, r, r, r) logits, the values
+    :func:`lib.prompts.geometry.mask_to_crop_logits` gives an uploaded or region mask."""
+    fraction = F.adaptive_avg_pool3d(torch.from_numpy(prior).float()[None, None], resolution)
+    return (fraction - 0.5) * 2.0 * scale

@@ -33,7 +33,9 @@ from lib.engine.model_store import ModelStore
 from lib.engine.predictor import InteractivePredictor
 from lib.engine.runtime import MODEL_SPACING_MM
 from lib.model import Sam3D, build_sam3d, save_sam3d
+from lib.model.click_refiner import widened_inputs
 from lib.model.loading import unwrap_state_dict
+from lib.prompts.grid_prompts import PROMPT_KINDS
 from lib.prompts.simulation import simulated_click_loss
 from lib.training.evaluate import click_trials, mean_dice_table
 from lib.training.object_crops import (
@@ -95,11 +97,15 @@ def save_state(path: Path, model: Sam3D, optimizer: torch.optim.Optimizer, state
 
 def train(model: Sam3D, sampler: ObjectCropSampler, minutes: float, max_clicks: int, lr: float,
           rng: np.random.Generator, state_path: Path, resume: bool, encoder_lr_scale: float = 1.0,
-          refiner_only: bool = False, save_minutes: float = 3.0) -> dict:
+          refiner_only: bool = False, save_minutes: float = 3.0,
+          prompt_weights: dict[str, float] | None = None) -> dict:
     """Train until the time budget is spent (warm-up, cosine decay over training time), saving the state every
     ``save_minutes`` so an interrupted run continues where it stopped. The image encoder learns at
     ``encoder_lr_scale`` times ``lr`` (a warm-started encoder keeps its features while the decoder adapts);
-    ``refiner_only`` trains the mask refiner alone, on a frozen encoder and decoder."""
+    ``refiner_only`` trains the mask refiner alone, on a frozen encoder and decoder. Each step's session is of a
+    prompt kind drawn with ``prompt_weights`` (:data:`PROMPT_KINDS`; default: clicks only)."""
+    kinds, chances = zip(*(prompt_weights or {"clicks": 1.0}).items(), strict=True)
+    chances = np.asarray(chances, dtype=np.float64) / np.sum(chances)
     if refiner_only:
         for name, parameter in model.named_parameters():
             parameter.requires_grad_(name.startswith("mask_refiner."))
@@ -128,13 +134,15 @@ def train(model: Sam3D, sampler: ObjectCropSampler, minutes: float, max_clicks: 
         for group in optimizer.param_groups:
             group["lr"] = group["scale"] * lr * warmup * 0.5 * (1.0 + math.cos(math.pi * elapsed / budget))
         image, target, source = sampler(rng)
+        prompt = kinds[int(rng.choice(len(kinds), p=chances))] if len(kinds) > 1 else kinds[0]
         outcome = simulated_click_loss(model, image, target, int(rng.integers(1, max_clicks + 1)), loss_fn, rng,
-                                       train_decoder=not refiner_only)
+                                       train_decoder=not refiner_only, prompt=prompt)
         optimizer.zero_grad(set_to_none=True)
         outcome.loss.backward()
         torch.nn.utils.clip_grad_norm_([p for _, p in trainable], 1.0)
         optimizer.step()
-        recent[source].append((outcome.loss.item(), outcome.dices[0], outcome.dices[-1]))
+        for key in (source, f"prompt:{prompt}") if len(kinds) > 1 else (source,):
+            recent[key].append((outcome.loss.item(), outcome.dices[0], outcome.dices[-1]))
         state.step += 1
         if state.step % 50 == 0:
             summary = {k: np.round(np.mean(v[-50:], axis=0), 3).tolist() for k, v in sorted(recent.items())}
@@ -152,12 +160,16 @@ def train(model: Sam3D, sampler: ObjectCropSampler, minutes: float, max_clicks: 
 
 def initial_model(init: Path | None, refiner: str = "edges") -> tuple[Sam3D, str | None]:
     """A new starter, or one starting from ``init``'s weights (a mask refiner ``init`` lacks, or has in another
-    layout, keeps its initialisation); with the file's sha256."""
+    layout, keeps its initialisation; a ``prompts`` refiner starts from a ``clicks`` one, widened); with the file's
+    sha256."""
     model = build_sam3d("starter", refiner=refiner)
     if init is None:
         return model, None
     own = model.state_dict()
-    state = {k: v for k, v in unwrap_state_dict(torch.load(init, map_location="cpu", weights_only=False)).items()
+    state = unwrap_state_dict(torch.load(init, map_location="cpu", weights_only=False))
+    if model.takes_prompt_channels:  # a click refiner grows zero-weighted box and stroke inputs
+        state = widened_inputs(state)
+    state = {k: v for k, v in state.items()
              if not (k.startswith("mask_refiner.") and (k not in own or own[k].shape != v.shape))}
     missing, unexpected = model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
     if unexpected or any(not k.startswith("mask_refiner.") for k in missing):
@@ -212,8 +224,12 @@ def main() -> None:
     parser.add_argument("--encoder-lr-scale", type=float, default=1.0, help="image encoder lr relative to --lr")
     parser.add_argument("--single-mask-first-click", action="store_true",
                         help="train the first click on the single mask output (default: best of three masks)")
-    parser.add_argument("--refiner", choices=("edges", "clicks"), default="edges",
-                        help="the mask refiner: edge-guided (edges) or also seeing the clicks and its last result")
+    parser.add_argument("--refiner", choices=("edges", "clicks", "prompts"), default="edges",
+                        help="the mask refiner: edge-guided (edges), also seeing the clicks and its last result "
+                             "(clicks), and also box and stroke channels (prompts)")
+    parser.add_argument("--prompts", default="clicks=1",
+                        help="prompt kinds of the simulated sessions and their weights, name=weight,... (of "
+                             f"{', '.join(PROMPT_KINDS)})")
     parser.add_argument("--refiner-only", action="store_true",
                         help="train only the mask refiner; the encoder and decoder stay as --init has them and keep "
                              "serving the anatomy targets on their own (the checkpoint's decoder_classes)")
@@ -242,15 +258,21 @@ def main() -> None:
     targets = sorted({name for volume in volumes for name in volume.anatomy})
     if args.refiner_only:  # the frozen decoder keeps serving what it was trained on; the refiner serves the rest
         model.decoder_classes = frozenset(targets)
+    prompt_weights = parse_weights(args.prompts)
+    unknown = set(prompt_weights) - set(PROMPT_KINDS)
+    if unknown:
+        parser.error(f"unknown prompt kinds {sorted(unknown)}; known: {', '.join(PROMPT_KINDS)}")
     sampler = ObjectCropSampler(volumes, model.img_size, weights)
     stats = train(model, sampler, args.minutes, args.max_clicks, args.lr, rng,
-                  args.out.with_suffix(".state.pt"), args.resume, args.encoder_lr_scale, args.refiner_only)
+                  args.out.with_suffix(".state.pt"), args.resume, args.encoder_lr_scale, args.refiner_only,
+                  prompt_weights=prompt_weights)
     record = {
         "command": command_line(args),
         "data": str(args.data),
         "training_volumes": len(volumes),
         "volumes_with_head_tissue": sum(v.name.endswith("+head") for v in volumes),
         "object_sources": weights,
+        "prompt_kinds": prompt_weights,
         "anatomy_targets": targets,
         "decoder_classes": sorted(model.decoder_classes),
         "excluded": {"anatomy_classes": sorted(hold_out), "volumes": [str(f) for f in args.eval_data]},
