@@ -72,6 +72,10 @@ def test_simulated_sessions_send_each_region_as_the_server_does():
     assert sum(fg for _, fg in sent) == 3 and np.array_equal(sent[-1][0], [5, 5, 5])
     area = lasso.channels()[0, 1].numpy() > 0
     assert area.sum() > 20 and len(np.unique(np.nonzero(area)[lasso.axis])) == 1  # filled, on one slice
+    line = np.zeros_like(target)
+    line[20:40, 30, 30] = True  # no lasso encloses a voxel of it on any slice: the annotator clicks instead
+    thin = GridPrompts("lasso", line, rng)
+    assert len(thin.network_clicks([(np.array([30, 30, 30]), True)], line)) == 1 and thin.channels() is None
     scribbles = GridPrompts("scribbles", target, rng)
     one = scribbles.network_clicks([(np.array([30, 30, 37]), True)], np.zeros_like(target))
     two = scribbles.network_clicks([(np.array([30, 30, 37]), True), (np.array([10, 10, 10]), False)], target)

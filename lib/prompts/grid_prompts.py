@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from lib.errors import InvalidRequest
 from lib.prompts.box import box_prompt
 from lib.prompts.channels import PromptChannels, crop_channels
 from lib.prompts.geometry import Crop
@@ -65,7 +66,11 @@ class GridPrompts:
         if self.kind == "scribbles":
             return self._stroke_clicks(clicks, prediction)
         if self.region is None:
-            self.region = self._region(clicks[0][0])
+            try:
+                self.region = self._region(clicks[0][0])
+            except InvalidRequest:  # no lasso can be drawn around a one-voxel-thin slice: the annotator clicks
+                self.kind = "clicks"
+                return clicks
         region = [(p, True) for p in self.region.foreground] + [(p, False) for p in self.region.background]
         return region + clicks[1:]
 
