@@ -10,6 +10,8 @@ import numpy as np
 
 from lib.errors import InvalidRequest
 
+Click = tuple[np.ndarray, bool]  # (voxel index, is_foreground)
+
 
 def decoded(value: Any, expected: str) -> Any:
     """A request parameter as a value: clients send lists and objects either as they are or as JSON text. Text that

@@ -16,6 +16,7 @@ import torch
 from lib.errors import InvalidRequest
 from lib.prompts.box import box_prompt
 from lib.prompts.channels import PromptChannels, crop_channels
+from lib.prompts.clicks import Click
 from lib.prompts.geometry import Crop
 from lib.prompts.gestures import lasso_around, stroke_through
 from lib.prompts.lasso import lasso_prompt, parse_lasso
@@ -24,8 +25,6 @@ from lib.prompts.scribbles import Scribbles, scribble_prompt, stroke_points
 
 PROMPT_KINDS = ("clicks", "box", "lasso", "scribbles")
 MAX_BOX_MARGIN = 2  # grid voxels a simulated box adds around the object, drawn per session
-
-Click = tuple[np.ndarray, bool]
 
 
 class GridPrompts:

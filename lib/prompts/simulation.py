@@ -19,12 +19,12 @@ from scipy import ndimage
 from lib.engine.predictor import InteractivePredictor
 from lib.model import Sam3D
 from lib.model.mask_refiner import MaskRefiner3D
+from lib.prompts.clicks import Click
 from lib.prompts.geometry import apply_affine, original_to_volume
 from lib.prompts.gestures import stroke_through
 from lib.prompts.grid_prompts import GridPrompts
 from lib.transforms.preprocess import ModelVolume
 
-Click = tuple[np.ndarray, bool]  # (voxel index, is_foreground)
 Segmenter = Callable[[list[Click]], np.ndarray]  # every click so far -> mask on the target's grid
 Tried = tuple[np.ndarray, float]  # (voxel index, radius in voxels): a spot where a click did not take
 
