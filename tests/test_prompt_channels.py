@@ -25,8 +25,9 @@ from tests.test_training_objects import phantom
 
 
 def test_a_box_fills_its_voxels_and_a_stroke_stays_unbroken_when_zoomed_in():
-    channels = PromptChannels(box=np.array([[3.0, 10.0], [0.0, 4.0], [60.0, 70.0]]),
-                              foreground=np.array([[20, 20, k] for k in range(10, 30)]))
+    stroke = np.zeros((64, 64, 64), dtype=bool)
+    stroke[20, 20, 10:30] = True
+    channels = PromptChannels(box=np.array([[3.0, 10.0], [0.0, 4.0], [60.0, 70.0]]), foreground=(stroke,))
     out = crop_channels(channels, Crop((0.0, 0.0, 0.0), 64), np.eye(4), 64)
     assert out.shape == (1, len(PROMPT_INPUTS), 64, 64, 64)
     expected = torch.zeros(64, 64, 64)

@@ -5,7 +5,7 @@ voxels (scribble strokes, a lasso's area) and painted background voxels (strokes
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -14,33 +14,25 @@ from lib.model.click_refiner import PROMPT_INPUTS
 from lib.prompts.geometry import Crop, apply_affine
 
 
-def _no_voxels() -> np.ndarray:
-    return np.zeros((0, 3), dtype=np.int64)
-
-
 @dataclass(frozen=True)
 class PromptChannels:
-    """What the dense channels hold, on the stored image's grid."""
+    """What the dense channels hold, on the stored image's grid. The painted voxels are the prompts' own bool masks
+    (not copied), read only when a ``prompts`` refiner runs."""
 
     box: np.ndarray | None = None  # (3, 2) inclusive voxel bounds
-    foreground: np.ndarray = field(default_factory=_no_voxels)  # (N, 3) painted voxel indices
-    background: np.ndarray = field(default_factory=_no_voxels)  # (M, 3)
-
-
-def painted(mask: np.ndarray) -> np.ndarray:
-    """The voxel indices of a bool mask, as channels hold them."""
-    return np.argwhere(mask)
+    foreground: tuple[np.ndarray, ...] = ()  # bool masks of painted foreground
+    background: tuple[np.ndarray, ...] = ()
 
 
 def combined(channels: Iterable[PromptChannels | None]) -> PromptChannels | None:
-    """One set of channels from several region prompts (the first box; every painted voxel), or None for none."""
+    """One set of channels from several region prompts (the first box; every painted mask), or None for none."""
     given = [c for c in channels if c is not None]
     if not given:
         return None
     return PromptChannels(
         box=next((c.box for c in given if c.box is not None), None),
-        foreground=np.concatenate([c.foreground for c in given]).reshape(-1, 3),
-        background=np.concatenate([c.background for c in given]).reshape(-1, 3),
+        foreground=tuple(m for c in given for m in c.foreground),
+        background=tuple(m for c in given for m in c.background),
     )
 
 
@@ -51,9 +43,10 @@ def _grid_matrix(crop: Crop, original_to_vol: np.ndarray, size: int) -> np.ndarr
     return to_grid @ crop.volume_to_crop @ original_to_vol
 
 
-def _paint(out: torch.Tensor, voxels: np.ndarray, matrix: np.ndarray) -> None:
-    """Sets every grid voxel a stored voxel of ``voxels`` overlaps (sampled at sub-voxel points when a stored voxel
+def _paint(out: torch.Tensor, masks: tuple[np.ndarray, ...], matrix: np.ndarray) -> None:
+    """Sets every grid voxel a painted voxel of ``masks`` overlaps (sampled at sub-voxel points when a stored voxel
     spans several grid voxels, so a stroke stays unbroken at any zoom)."""
+    voxels = np.concatenate([np.zeros((0, 3), dtype=np.int64), *(np.argwhere(m) for m in masks)])
     if len(voxels) == 0:
         return
     steps = int(np.ceil(np.max(np.linalg.norm(matrix[:3, :3], axis=0))))
@@ -78,10 +71,3 @@ def crop_channels(channels: PromptChannels, crop: Crop, original_to_vol: np.ndar
     _paint(out[1], channels.foreground, matrix)
     _paint(out[2], channels.background, matrix)
     return out[None]
-
-
-def box_channel(bounds: np.ndarray, size: int) -> torch.Tensor:
-    """A (size, size, size) filled box of (3, 2) inclusive grid bounds (training crops' boxes)."""
-    out = torch.zeros((size, size, size))
-    out[tuple(slice(int(lo), int(hi) + 1) for lo, hi in bounds)] = 1.0
-    return out

@@ -20,7 +20,7 @@ from skimage.draw import polygon
 
 from lib.errors import InvalidRequest
 from lib.prompts.box import outside_box
-from lib.prompts.channels import PromptChannels, painted
+from lib.prompts.channels import PromptChannels
 from lib.prompts.clicks import check_inside, parse_points
 from lib.prompts.regions import RegionPrompt, axis_slice, rounded_extrusion, sample_voxels
 
@@ -92,5 +92,5 @@ def lasso_prompt(lasso: Lasso, shape: Sequence[int]) -> RegionPrompt:
         prior=rounded_extrusion(lasso.area, lasso.axis, lasso.index, shape),
         exclude=on_slice(lasso, ~lasso.area, shape) | outside_box(reach_box(lasso, shape), shape),
         key=(lasso.axis, lasso.index, hashlib.sha1(np.packbits(lasso.area).tobytes()).hexdigest()),
-        channels=PromptChannels(foreground=painted(area), background=painted(ring)),
+        channels=PromptChannels(foreground=(area,), background=(ring,)),
     )

@@ -23,7 +23,7 @@ import numpy as np
 from scipy import ndimage
 
 from lib.errors import InvalidRequest
-from lib.prompts.channels import PromptChannels, painted
+from lib.prompts.channels import PromptChannels
 from lib.prompts.clicks import decoded
 from lib.prompts.regions import RegionPrompt, sample_voxels
 
@@ -117,5 +117,5 @@ def scribble_prompt(scribbles: Scribbles) -> RegionPrompt:
         include=scribbles.foreground,
         exclude=scribbles.background,
         editable=editable,
-        channels=PromptChannels(foreground=painted(scribbles.foreground), background=painted(scribbles.background)),
+        channels=PromptChannels(foreground=(scribbles.foreground,), background=(scribbles.background,)),
     )
