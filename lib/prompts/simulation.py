@@ -20,7 +20,7 @@ from lib.engine.predictor import InteractivePredictor
 from lib.model import Sam3D
 from lib.model.mask_refiner import MaskRefiner3D
 from lib.prompts.clicks import Click
-from lib.prompts.geometry import apply_affine, original_to_volume
+from lib.prompts.geometry import Crop, apply_affine, mask_to_crop_logits, original_to_volume
 from lib.prompts.gestures import stroke_through
 from lib.prompts.grid_prompts import GridPrompts
 from lib.transforms.preprocess import ModelVolume
@@ -254,7 +254,8 @@ def simulated_click_loss(model: Sam3D, image: torch.Tensor, target: torch.Tensor
                                  dtype=torch.float32)[None]
         labels = torch.as_tensor([int(fg) for _, fg in sent])[None]
         if not prior:
-            prior.append(None if prompts.prior is None else prior_logits(prompts.prior, model.low_res_size))
+            prior.append(None if prompts.prior is None else mask_to_crop_logits(
+                torch.from_numpy(prompts.prior), Crop((0.0, 0.0, 0.0), size), np.eye(4), model.low_res_size))
         previous = low_res[-1] if low_res else prior[0]
         foreground = int(labels.sum())
         ambiguous = model.answers_with_three_masks(foreground, len(sent) - foreground, previous is not None)
@@ -293,9 +294,3 @@ def simulated_click_loss(model: Sam3D, image: torch.Tensor, target: torch.Tensor
                               target))
     return ClickOutcome(sum(losses), session.dices[: len(predictions)], predictions, target)
 
-
-def prior_logits(prior: np.ndarray, resolution: int, scale: float = 8.0) -> torch.Tensor:
-    """A bool mask prompt on the loss grid as (1, 1, r, r, r) logits, the values
-    :func:`lib.prompts.geometry.mask_to_crop_logits` gives an uploaded or region mask."""
-    fraction = F.adaptive_avg_pool3d(torch.from_numpy(prior).float()[None, None], resolution)
-    return (fraction - 0.5) * 2.0 * scale
