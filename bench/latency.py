@@ -12,6 +12,7 @@ from __future__ import annotations
 import statistics
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -57,17 +58,20 @@ def model_times(conf: dict[str, str], repeats: int) -> dict[str, float]:
             "parameters": sum(p.numel() for p in model.parameters())}
 
 
-def plan_targets(pairs, classes, count: int) -> list[np.ndarray]:
-    """The object each image of :func:`click_plan` segments: the first class's stored label (bool)."""
-    index = min(classes)
-    return [np.asarray(LoadImage(image_only=True)(str(label_path))).squeeze() == index
-            for _, label_path in pairs[:count]]
+class PlannedObject(NamedTuple):
+    """One image's object in :func:`click_plan`: its clicks and its stored label."""
+
+    image_id: str
+    name: str
+    first: list[int]
+    second: list[int]  # the most interior background voxel
+    far: list[int]  # the labelled voxel farthest from ``first``
+    target: np.ndarray  # bool, the object's stored label
 
 
-def click_plan(pairs, classes, count: int, object_name: str | None = None
-               ) -> list[tuple[str, str, list[int], list[int], list[int]]]:
-    """(image id, label name, first click, second click, far click) from the stored labels, one object per image
-    (:func:`plan_targets`); ``object_name`` replaces the stored class's name in the requests.
+def click_plan(pairs, classes, count: int, object_name: str | None = None) -> list[PlannedObject]:
+    """One object per image, the first class's stored label; ``object_name`` replaces the stored class's name in
+    the requests.
 
     The far click is the labelled voxel farthest from the first click: a second object whose crop is not cached yet,
     so its round trip includes the encoder on an already loaded image.
@@ -78,11 +82,11 @@ def click_plan(pairs, classes, count: int, object_name: str | None = None
         label = np.asarray(LoadImage(image_only=True)(str(label_path))).squeeze()
         target = label == index
         first = first_click(target)
-        second, _ = next_click(np.ones_like(target), target)  # the most interior background voxel
+        second, _ = next_click(np.ones_like(target), target)
         labelled = np.argwhere(label > 0)
         far = labelled[np.argmax(np.linalg.norm(labelled - first, axis=1))]
-        image_id = image_path.name.split(".")[0]
-        plan.append((image_id, object_name or classes[index], first.tolist(), second.tolist(), far.tolist()))
+        plan.append(PlannedObject(image_path.name.split(".")[0], object_name or classes[index], first.tolist(),
+                                  second.tolist(), far.tolist(), target))
     return plan
 
 
@@ -93,7 +97,7 @@ def returned_mask(path: str) -> np.ndarray:
     return mask
 
 
-def server_round_trips(url: str, plan, targets: list[np.ndarray], follow_ups: int) -> dict[str, float | list[float]]:
+def server_round_trips(url: str, plan: list[PlannedObject], follow_ups: int) -> dict[str, float | list[float]]:
     """Median seconds per click kind, and the follow-ups' 10th and 90th percentiles. Per image: the cold first
     click, a first click on the far object, then ``follow_ups`` follow-up clicks on the first object, each the
     simulated annotator's next click (:func:`lib.prompts.simulation.next_click`) on the result just returned, and
@@ -110,7 +114,7 @@ def server_round_trips(url: str, plan, targets: list[np.ndarray], follow_ups: in
             times[bucket].append(elapsed)
         return path
 
-    for (image_id, name, a, _, far), target in zip(plan, targets, strict=True):
+    for image_id, name, a, _, far, target in plan:
         clicks: dict[bool, list[list[int]]] = {True: [a], False: []}
         mask = returned_mask(timed("cold", image_id, {"foreground": [a], "background": [], "label": name}))
         returned_mask(timed("first", image_id, {"foreground": [far], "background": [], "label": name + "_far"}))
@@ -142,7 +146,6 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     pairs, classes = studies_with_classes(args.data)
     plan = click_plan(pairs, classes, args.images, args.label)
-    targets = plan_targets(pairs, classes, args.images)
     rows = {}
     tmp = work_folder("seg3d-latency-")
     confs = {"starter": {"checkpoint": str(args.checkpoint)}, **random_official_checkpoints(tmp)}
@@ -150,7 +153,7 @@ def main() -> None:
         row = model_times(conf, args.repeats)
         log = (args.out.parent if args.out else tmp) / f"latency_server_{variant}.log"
         with running_server(args.data, {**conf, "device": "cpu"}, log) as server:
-            row.update(server_round_trips(server.url, plan, targets, args.follow_ups))
+            row.update(server_round_trips(server.url, plan, args.follow_ups))
             row["server_rss_mb"] = server.rss_mb()
         rows[variant] = {k: round(v, 4) if isinstance(v, float) else [round(x, 4) for x in v]
                          if isinstance(v, list) else v for k, v in row.items()}
@@ -159,7 +162,7 @@ def main() -> None:
     ratios = {v: {k: round(r[k] / reference[k], 3) for k in ("encoder_s", "first_click_s", "follow_up_click_s")}
               for v, r in rows.items()}
     emit({"benchmark": "latency", "data": str(args.data), "checkpoint": str(args.checkpoint), "images": len(plan),
-          "label": plan[0][1] if plan else None,
+          "label": plan[0].name if plan else None,
           "rows": rows, "ratio_to_sam_med3d": ratios, "machine": machine()}, args.out)
 
 

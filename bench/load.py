@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from bench.common import emit, machine, parser, studies_with_classes, work_folder
-from bench.latency import click_plan
+from bench.latency import PlannedObject, click_plan
 from tests.server import client, running_server
 
 
@@ -30,9 +30,9 @@ def percentiles(values: list[float]) -> dict[str, float]:
             "p99_s": round(float(p99), 4)}
 
 
-def annotator(url: str, name: str, plan_row, stop: threading.Event, latencies: list[float]) -> None:
+def annotator(url: str, name: str, plan_row: PlannedObject, stop: threading.Event, latencies: list[float]) -> None:
     """A first click, then follow-up clicks on the same object until ``stop``; follow-up latencies appended."""
-    image_id, label, a, b, _ = plan_row
+    image_id, label, a, b = plan_row.image_id, plan_row.name, plan_row.first, plan_row.second
     c = client(url, name)
     c.infer("sam3d", image_id, {"foreground": [a], "background": [], "label": label})
     follow_ups = ({"foreground": [a], "background": [b], "label": label},
@@ -56,12 +56,12 @@ def whole_volumes(url: str, images: list[str], stop: threading.Event, durations:
         count += 1
 
 
-def scenario(url: str, plan, clients: int, seconds: float, protosam3d: bool) -> dict:
+def scenario(url: str, plan: list[PlannedObject], clients: int, seconds: float, protosam3d: bool) -> dict:
     stop, latencies, durations = threading.Event(), [], []
     threads = [threading.Thread(target=annotator, args=(url, f"annotator-{i}", plan[i % len(plan)], stop, latencies))
                for i in range(clients)]
     if protosam3d:
-        images = [row[0] for row in plan]
+        images = [row.image_id for row in plan]
         threads.append(threading.Thread(target=whole_volumes, args=(url, images, stop, durations)))
     for thread in threads:
         thread.start()
@@ -101,7 +101,10 @@ def main() -> None:
         print(route, runs[route], flush=True)
     ratios = {name: {"clicks_per_s": round(runs["thread_pool"][name]["follow_up_clicks_per_s"]
                                            / max(runs["event_loop"][name]["follow_up_clicks_per_s"], 1e-9), 2),
-                     "p90": round(runs["thread_pool"][name]["p90_s"] / runs["event_loop"][name]["p90_s"], 2)}
+                     # a scenario too short for any follow-up click has no percentiles
+                     "p90": (round(runs["thread_pool"][name]["p90_s"] / runs["event_loop"][name]["p90_s"], 2)
+                             if "p90_s" in runs["thread_pool"][name] and "p90_s" in runs["event_loop"][name]
+                             else None)}
               for name in runs["thread_pool"]}
     emit({"benchmark": "load", "data": str(args.data), "checkpoint": str(args.checkpoint), "seconds": args.seconds,
           "runs": runs, "thread_pool_over_event_loop": ratios, "machine": machine()}, args.out)
