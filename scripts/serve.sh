@@ -9,4 +9,6 @@ export PATH="$PWD/.venv/bin:$PATH" PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 STUDIES="${SEG3D_STUDIES:-data/sample/studies}"
 [ -n "${SEG3D_STUDIES:-}" ] || python -m lib.data.build_sample --out data/sample
 PORT="${1:-8000}"; shift || true
-exec monailabel start_server --app apps/seg3d --studies "$STUDIES" --host 127.0.0.1 --port "$PORT" "$@"
+LOG_CONFIG="$(python -m lib.log_config apps/seg3d)"  # else MONAI Label leaves a copy in /tmp at every start
+exec monailabel start_server --app apps/seg3d --studies "$STUDIES" --host 127.0.0.1 --port "$PORT" \
+  --log_config "$LOG_CONFIG" "$@"

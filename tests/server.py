@@ -19,6 +19,7 @@ from monailabel.client import MONAILabelClient
 
 from bench.common import work_folder
 from lib.data.build_sample import ensure_sample
+from lib.log_config import write_log_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = REPO_ROOT / "data" / "sample"
@@ -92,13 +93,13 @@ def running_server(studies: Path | str, conf: dict[str, str], log_path: Path, ti
     own (its pid is the group id). ``TMPDIR`` is a new work folder unless ``env`` names one."""
     port = free_port()
     bin_dir = str(Path(sys.executable).parent)
-    # MONAI Label writes its log configuration to the temporary folder before the app makes one of its own
     env = {**os.environ, "TMPDIR": str(work_folder("server-tmp-")), **(env or {})}
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
     env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env["MONAI_LABEL_AUTO_UPDATE_SCORING"] = "false"
-    args = [os.path.join(bin_dir, "monailabel"), "start_server", "--app", str(REPO_ROOT / "apps" / "seg3d"),
-            "--studies", str(studies), "--host", "127.0.0.1", "--port", str(port)]
+    app = REPO_ROOT / "apps" / "seg3d"
+    args = [os.path.join(bin_dir, "monailabel"), "start_server", "--app", str(app), "--studies", str(studies),
+            "--host", "127.0.0.1", "--port", str(port), "--log_config", str(write_log_config(app))]
     for key, value in conf.items():
         args += ["--conf", key, value]
     url = f"http://127.0.0.1:{port}"

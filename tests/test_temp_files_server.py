@@ -36,3 +36,4 @@ def test_a_refused_upload_stays_in_the_server_folder_which_the_next_start_remove
         [second] = list(temp.glob("seg3d-server-*"))
         assert second.name.startswith(f"seg3d-server-{server.pid}-") and not first.exists()
     assert volumes_under(temp) == []
+    assert list(temp.glob("*.json")) == []  # MONAI Label's log configuration is the app's (lib/log_config.py)
